@@ -1,0 +1,153 @@
+/*-------------------------------------------------------------------------
+ *
+ * batpak.c
+ *	  Module entry point: refuses to load unless preloaded, defines the
+ *	  batpak.* settings, hooks shared memory and registers the writer.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "storage/ipc.h"
+#include "utils/guc.h"
+
+#include "batpak.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+char	   *batpak_database = NULL;
+int			batpak_segment_size_kb = BATPAK_DEFAULT_SEGMENT_SIZE_KB;
+int			batpak_max_event_size_kb = BATPAK_DEFAULT_MAX_EVENT_KB;
+bool		batpak_synchronous_commit = true;
+int			batpak_flush_delay_ms = BATPAK_DEFAULT_FLUSH_DELAY_MS;
+int			batpak_writer_timeout_ms = BATPAK_DEFAULT_WRITER_TIMEOUT_MS;
+bool		batpak_loaded = false;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+batpak_shmem_request_hook(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	batpak_shmem_request();
+}
+
+static void
+batpak_shmem_startup_hook(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	batpak_shmem_startup();
+}
+
+static void
+batpak_define_gucs(void)
+{
+	DefineCustomStringVariable("batpak.database",
+							   "Database in which the batpak extension lives and the writer connects.",
+							   NULL,
+							   &batpak_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("batpak.segment_size",
+							"Size at which the writer starts a new segment file.",
+							"Takes effect at the next rotation.",
+							&batpak_segment_size_kb,
+							BATPAK_DEFAULT_SEGMENT_SIZE_KB,
+							1024, 1024 * 1024,
+							PGC_SIGHUP,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("batpak.max_event_size",
+							"Largest event (coordinates, key, payload and metadata) accepted by append.",
+							NULL,
+							&batpak_max_event_size_kb,
+							BATPAK_DEFAULT_MAX_EVENT_KB,
+							1, 256 * 1024,
+							PGC_SUSET,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("batpak.synchronous_commit",
+							 "Whether an append waits until its events are flushed to disk.",
+							 "Off returns after the write; the writer syncs within batpak.flush_delay.",
+							 &batpak_synchronous_commit,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("batpak.flush_delay",
+							"Longest time the writer leaves asynchronously appended events unsynced.",
+							NULL,
+							&batpak_flush_delay_ms,
+							BATPAK_DEFAULT_FLUSH_DELAY_MS,
+							1, 10000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("batpak.writer_timeout",
+							"Longest time an append waits for the writer before failing.",
+							NULL,
+							&batpak_writer_timeout_ms,
+							BATPAK_DEFAULT_WRITER_TIMEOUT_MS,
+							100, 3600 * 1000,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("batpak");
+}
+
+static void
+batpak_register_writer(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 2;
+	strlcpy(worker.bgw_library_name, "batpak", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "batpak_writer_main", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, "batpak writer", BGW_MAXLEN);
+	strlcpy(worker.bgw_type, "batpak writer", BGW_MAXLEN);
+	RegisterBackgroundWorker(&worker);
+}
+
+void
+_PG_init(void)
+{
+	/*
+	 * The writer and the shared memory it needs can only be set up by the
+	 * postmaster, so a library loaded later (by CREATE EXTENSION or a
+	 * function call) is useless and would mislead: refuse, as pg_cron does.
+	 */
+	if (!process_shared_preload_libraries_in_progress)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("batpak can only be loaded via shared_preload_libraries"),
+				 errhint("Add batpak to the shared_preload_libraries configuration variable in postgresql.conf and restart the server.")));
+
+	batpak_define_gucs();
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = batpak_shmem_request_hook;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = batpak_shmem_startup_hook;
+
+	batpak_register_writer();
+	batpak_loaded = true;
+}

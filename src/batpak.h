@@ -1,0 +1,385 @@
+/*-------------------------------------------------------------------------
+ *
+ * batpak.h
+ *	  Shared declarations of the batpak event store: limits, shared-memory
+ *	  structures, the on-disk frame format and the interfaces between the
+ *	  writer, the submission queue, the index and the SQL functions.
+ *
+ * See docs/decisions.md for the file format and the error codes.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef BATPAK_H
+#define BATPAK_H
+
+#include "lib/dshash.h"
+#include "port/atomics.h"
+#include "storage/condition_variable.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "utils/dsa.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+/* Limits */
+#define BATPAK_MAX_COORD_LEN		1024	/* entity, scope, idempotency key */
+#define BATPAK_MAX_KIND_LEN			255
+#define BATPAK_MAX_BATCH_EVENTS		100000
+#define BATPAK_MAX_REQUEST_SIZE		((Size) 1024 * 1024 * 1024)
+#define BATPAK_GROUP_SOFT_LIMIT		((Size) 64 * 1024 * 1024)
+#define BATPAK_HASH_LEN				32
+#define BATPAK_EVENT_NATTS			13
+#define BATPAK_KEY_LEN				16	/* BLAKE2b-128 of entity / key text */
+#define BATPAK_RESERVED_KIND_PREFIX "batpak."
+
+/* GUC defaults (kB or ms) */
+#define BATPAK_DEFAULT_SEGMENT_SIZE_KB	(256 * 1024)
+#define BATPAK_DEFAULT_MAX_EVENT_KB		(16 * 1024)
+#define BATPAK_DEFAULT_FLUSH_DELAY_MS	10
+#define BATPAK_DEFAULT_WRITER_TIMEOUT_MS 10000
+
+/* Files */
+#define BATPAK_DIR					"batpak"
+#define BATPAK_SEGMENT_MAGIC		"BATPAKSG"
+#define BATPAK_FORMAT_VERSION		1
+#define BATPAK_SEGMENT_HEADER_SIZE	64
+#define BATPAK_FRAME_HEADER_SIZE	8	/* body length + CRC32C */
+#define BATPAK_BODY_FIXED_SIZE		92	/* fixed fields before the strings */
+#define BATPAK_MAX_SEGMENTS			((uint32) 0xFFFFFF)
+
+/* Frame flags */
+#define BATPAK_FLAG_BATCH_BEGIN		0x0001
+#define BATPAK_FLAG_BATCH_END		0x0002
+#define BATPAK_FLAG_HAS_CAUSATION	0x0004
+#define BATPAK_FLAG_HAS_METADATA	0x0008
+#define BATPAK_FLAG_KNOWN			0x000F
+
+/*
+ * A position is the segment number in the high 32 bits and the byte offset
+ * of the frame inside that segment in the low 32 bits (segments are at most
+ * 1GB, see batpak.segment_size).
+ */
+#define BATPAK_POS(segno, off)		(((uint64) (segno) << 32) | (uint64) (off))
+#define BATPAK_POS_SEGNO(pos)		((uint32) ((pos) >> 32))
+#define BATPAK_POS_OFFSET(pos)		((uint32) ((pos) & 0xFFFFFFFF))
+
+/* Sequence -> position map: a directory of fixed-size chunks in the DSA */
+#define BATPAK_SEQCHUNK_BITS		16
+#define BATPAK_SEQCHUNK_SIZE		(1 << BATPAK_SEQCHUNK_BITS)
+#define BATPAK_SEQDIR_SIZE			(1 << 17)	/* => 2^33 events */
+#define BATPAK_MAX_EVENTS			((uint64) BATPAK_SEQDIR_SIZE * BATPAK_SEQCHUNK_SIZE)
+
+/* Custom SQLSTATEs (class BP) */
+#define ERRCODE_BATPAK_SEQUENCE_MISMATCH	MAKE_SQLSTATE('B','P','0','0','1')
+#define ERRCODE_BATPAK_GATE_DENIED			MAKE_SQLSTATE('B','P','0','0','2')
+#define ERRCODE_BATPAK_WRITER_UNAVAILABLE	MAKE_SQLSTATE('B','P','0','0','3')
+#define ERRCODE_BATPAK_OUTCOME_UNKNOWN		MAKE_SQLSTATE('B','P','0','0','4')
+
+/* Writer states, as shown by batpak.stats */
+typedef enum BatpakState
+{
+	BATPAK_STATE_STOPPED = 0,
+	BATPAK_STATE_STARTING,
+	BATPAK_STATE_RECOVERING,
+	BATPAK_STATE_READY,
+	BATPAK_STATE_FAILED
+} BatpakState;
+
+/*
+ * Submission slot states.  A slot belongs to one PGPROC (indexed by
+ * pgprocno), so only its backend ever moves it out of IDLE or DONE, and only
+ * the writer moves it out of SUBMITTED (to PROCESSING) or PROCESSING.  Every
+ * transition is a compare-and-exchange, which is a full memory barrier: the
+ * request written before SUBMITTED and the reply written before DONE are
+ * visible to the other side when it sees the new state.
+ *
+ *	IDLE --backend--> SUBMITTED --writer--> PROCESSING --writer--> DONE
+ *	DONE --backend--> IDLE
+ *	SUBMITTED --backend (gave up)--> IDLE: the writer never saw it
+ *	PROCESSING --backend (gave up)--> ABANDONED --writer--> IDLE: the writer
+ *		frees the request instead of replying
+ */
+#define BATPAK_SLOT_IDLE			0
+#define BATPAK_SLOT_SUBMITTED		1
+#define BATPAK_SLOT_PROCESSING		2
+#define BATPAK_SLOT_DONE			3
+#define BATPAK_SLOT_ABANDONED		4
+
+typedef struct BatpakSlot
+{
+	pg_atomic_uint32 state;
+	uint32		incarnation;	/* writer incarnation the request is for */
+	uint64		request_id;		/* backend-local counter, for sanity checks */
+	Latch	   *latch;			/* the submitting backend's latch */
+	dsa_pointer request;		/* BatpakRequest in the index DSA */
+} BatpakSlot;
+
+/* Counters shown by batpak.stats */
+typedef struct BatpakCounters
+{
+	pg_atomic_uint64 requests;
+	pg_atomic_uint64 requests_failed;
+	pg_atomic_uint64 events_written;
+	pg_atomic_uint64 idempotent_hits;
+	pg_atomic_uint64 groups;
+	pg_atomic_uint64 fsyncs;
+	pg_atomic_uint64 bytes_written;
+} BatpakCounters;
+
+typedef struct BatpakControl
+{
+	LWLock		lock;			/* protects the handles and the text fields */
+	int			tranche_id;
+	pid_t		writer_pid;
+	Latch	   *writer_latch;
+	pg_atomic_uint32 state;
+	pg_atomic_uint32 incarnation;	/* bumped at each writer start */
+	ConditionVariable state_cv; /* broadcast at every state change */
+
+	/* index handles, valid when incarnation matches (under lock) */
+	dsa_handle	dsa;
+	dshash_table_handle streams_handle;
+	dshash_table_handle idem_handle;
+	dshash_table_handle corr_handle;
+	dsa_pointer seqdir;
+
+	/* frontiers: global sequences */
+	pg_atomic_uint64 written_seq;
+	pg_atomic_uint64 durable_seq;
+	pg_atomic_uint64 visible_seq;
+
+	BatpakCounters counters;
+	pg_atomic_uint64 index_bytes;
+	pg_atomic_uint64 entities;
+	pg_atomic_uint64 store_bytes;
+	pg_atomic_uint32 segments;
+
+	TimestampTz started_at;
+	TimestampTz ready_at;
+	char		failure[1024];	/* why the store is failed */
+
+	int			nslots;
+	BatpakSlot	slots[FLEXIBLE_ARRAY_MEMBER];
+} BatpakControl;
+
+/* Shared index entries */
+typedef struct BatpakStream
+{
+	uint8		key[BATPAK_KEY_LEN];	/* BLAKE2b-128 of the entity */
+	uint64		last_seq;		/* entity sequence of the last event */
+	uint8		last_hash[BATPAK_HASH_LEN];
+	uint64		capacity;
+	dsa_pointer seqs;			/* uint64 global sequences, [entity_seq - 1] */
+} BatpakStream;
+
+typedef struct BatpakIdemEntry
+{
+	uint8		key[BATPAK_KEY_LEN];	/* BLAKE2b-128 of the idempotency key */
+	uint64		seq;
+} BatpakIdemEntry;
+
+typedef struct BatpakCorrEntry
+{
+	pg_uuid_t	correlation;
+	uint64		count;
+	uint64		capacity;
+	dsa_pointer seqs;			/* uint64 global sequences, ascending */
+} BatpakCorrEntry;
+
+/*
+ * A request, in the DSA, written by a backend and read by the writer.  The
+ * events follow the header back to back (each BatpakEventReq is MAXALIGNed),
+ * then the receipt array, which the writer fills in.
+ */
+typedef struct BatpakEventReq
+{
+	uint32		size;			/* whole item, MAXALIGNed */
+	uint16		entity_len;
+	uint16		scope_len;
+	uint16		kind_len;
+	uint16		idem_len;
+	uint32		payload_len;
+	uint32		metadata_len;	/* 0 with has_metadata false: NULL */
+	bool		has_metadata;
+	bool		has_expected;
+	bool		has_correlation;
+	bool		has_causation;
+	int64		expected_sequence;
+	pg_uuid_t	correlation_id;
+	pg_uuid_t	causation_id;
+	char		data[FLEXIBLE_ARRAY_MEMBER];	/* entity scope kind idem payload metadata */
+} BatpakEventReq;
+
+typedef struct BatpakReceipt
+{
+	pg_uuid_t	event_id;
+	uint64		global_seq;
+	uint64		entity_seq;
+	TimestampTz committed_at;
+	uint8		event_hash[BATPAK_HASH_LEN];
+	uint8		prev_hash[BATPAK_HASH_LEN];
+} BatpakReceipt;
+
+#define BATPAK_REPLY_OK			0
+#define BATPAK_REPLY_ERROR		1
+
+typedef struct BatpakRequest
+{
+	uint32		nevents;
+	bool		batch;
+	bool		synchronous;	/* wait for fdatasync */
+	Size		total_size;
+	Size		receipts_off;	/* offset of BatpakReceipt[nevents] */
+	/* reply */
+	int			status;
+	int			sqlerrcode;
+	char		errmsg[512];
+	char		errdetail[512];
+	char		events[FLEXIBLE_ARRAY_MEMBER];
+} BatpakRequest;
+
+#define BATPAK_REQ_RECEIPTS(req) \
+	((BatpakReceipt *) ((char *) (req) + (req)->receipts_off))
+
+/* Decoded frame: pointers into a buffer owned by the caller */
+typedef struct BatpakFrame
+{
+	uint64		global_seq;
+	uint64		entity_seq;
+	pg_uuid_t	event_id;
+	pg_uuid_t	correlation_id;
+	pg_uuid_t	causation_id;
+	TimestampTz committed_at;
+	uint32		flags;
+	const char *entity;
+	const char *scope;
+	const char *kind;
+	const char *idem;
+	const char *payload;
+	const char *metadata;
+	uint16		entity_len;
+	uint16		scope_len;
+	uint16		kind_len;
+	uint16		idem_len;
+	uint32		payload_len;
+	uint32		metadata_len;
+	const uint8 *prev_hash;
+	const uint8 *event_hash;
+	const char *body;
+	uint32		body_len;
+} BatpakFrame;
+
+/* Buffered reader of segment files, used by backends and the writer */
+typedef struct BatpakReader
+{
+	int			fd;
+	uint32		segno;
+	char	   *buf;
+	Size		bufsize;
+	uint64		buf_start;		/* file offset of buf[0] */
+	Size		buf_len;
+	uint64		next_off;		/* end of the last frame read: sequential hint */
+} BatpakReader;
+
+/* Backend-local view of the shared index */
+typedef struct BatpakIndex
+{
+	dsa_area   *area;
+	dshash_table *streams;
+	dshash_table *idem;
+	dshash_table *corr;
+	dsa_pointer *seqdir;
+	uint32		incarnation;
+} BatpakIndex;
+
+/* batpak.c: GUCs */
+extern char *batpak_database;
+extern int	batpak_segment_size_kb;
+extern int	batpak_max_event_size_kb;
+extern bool batpak_synchronous_commit;
+extern int	batpak_flush_delay_ms;
+extern int	batpak_writer_timeout_ms;
+extern bool batpak_loaded;
+
+/* shmem.c */
+extern BatpakControl *BatpakCtl;
+extern void batpak_shmem_request(void);
+extern void batpak_shmem_startup(void);
+extern void batpak_check_loaded(void);
+extern BatpakIndex *batpak_attach_index(bool require_ready);
+extern const char *batpak_state_name(BatpakState state);
+extern void batpak_report_failed(void);
+extern void batpak_dshash_params(int which, dshash_parameters *params);
+extern void batpak_set_state(BatpakState state);
+extern bool batpak_wait_for_ready(TimestampTz deadline);
+
+#define BATPAK_TABLE_STREAMS	0
+#define BATPAK_TABLE_IDEM		1
+#define BATPAK_TABLE_CORR		2
+
+/* storage.c */
+extern void batpak_segment_path(char *path, uint32 segno);
+extern void batpak_hash_key(const char *data, Size len, uint8 *out);
+extern void batpak_uuid_for_seq(uint64 seq, pg_uuid_t *out);
+extern bool batpak_seq_from_uuid(const pg_uuid_t *id, uint64 *seq);
+extern Size batpak_frame_size(const BatpakEventReq *ev);
+extern void batpak_frame_build(char *dst, const BatpakEventReq *ev,
+							   uint64 global_seq, uint64 entity_seq,
+							   const pg_uuid_t *event_id,
+							   const pg_uuid_t *correlation_id,
+							   TimestampTz committed_at, uint32 flags,
+							   const uint8 *prev_hash, uint8 *event_hash_out);
+#define BATPAK_DECODE_OK			0
+#define BATPAK_DECODE_INCOMPLETE	1	/* runs past the bytes available */
+#define BATPAK_DECODE_CORRUPT		2
+extern int	batpak_frame_decode(const char *frame, Size avail, BatpakFrame *f,
+								const char **why);
+extern void batpak_report_corrupt(uint32 segno, uint64 offset, const char *why);
+extern void batpak_frame_compute_hash(const BatpakFrame *f, uint8 *out);
+extern void batpak_reader_init(BatpakReader *r);
+extern void batpak_reader_close(BatpakReader *r);
+extern void batpak_reader_read(BatpakReader *r, uint64 pos, BatpakFrame *f);
+extern const char *batpak_reader_try_read(BatpakReader *r, uint64 pos, BatpakFrame *f);
+extern void batpak_write_segment_header(int fd, uint32 segno, const uint8 *store_id);
+extern bool batpak_check_segment_header(const char *buf, uint32 segno,
+										uint8 *store_id, const char **why);
+
+/* index.c */
+extern void batpak_index_create(BatpakControl *ctl, dsa_area **area_out,
+								BatpakIndex *idx);
+extern uint64 batpak_index_seq_pos(BatpakIndex *idx, uint64 seq);
+extern void batpak_index_set_seq_pos(BatpakIndex *idx, uint64 seq, uint64 pos);
+extern void batpak_index_add_stream_event(BatpakIndex *idx, const uint8 *key,
+										  uint64 entity_seq, uint64 global_seq,
+										  const uint8 *event_hash);
+extern bool batpak_index_stream_head(BatpakIndex *idx, const uint8 *key,
+									 uint64 *last_seq, uint8 *last_hash);
+extern uint64 *batpak_index_stream_seqs(BatpakIndex *idx, const uint8 *key,
+										uint64 after, uint64 max_count,
+										uint64 frontier, int *count);
+extern uint64 batpak_index_stream_version(BatpakIndex *idx, const uint8 *key,
+										  uint64 frontier);
+extern void batpak_index_add_idem(BatpakIndex *idx, const uint8 *key, uint64 seq);
+extern bool batpak_index_find_idem(BatpakIndex *idx, const uint8 *key, uint64 *seq);
+extern void batpak_index_add_corr(BatpakIndex *idx, const pg_uuid_t *corr,
+								  uint64 seq);
+extern uint64 *batpak_index_corr_seqs(BatpakIndex *idx, const pg_uuid_t *corr,
+									  uint64 frontier, int *count);
+
+/* submit.c */
+extern BatpakRequest *batpak_request_create(uint32 nevents, Size events_size);
+extern void batpak_submit_and_wait(BatpakRequest *req);
+
+/* writer.c */
+extern PGDLLEXPORT void batpak_writer_main(Datum main_arg);
+
+/* sql_read.c */
+extern void batpak_event_values(const BatpakFrame *f, Datum *values, bool *nulls);
+extern int	batpak_sort_seqs(uint64 *seqs, int n);
+
+/* sql_write.c: input checks shared with other entry points */
+extern void batpak_check_coordinate(const char *what, const char *s, Size len,
+									Size maxlen);
+extern void batpak_check_kind(const char *s, Size len);
+
+#endif							/* BATPAK_H */

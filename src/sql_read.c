@@ -1,0 +1,524 @@
+/*-------------------------------------------------------------------------
+ *
+ * sql_read.c
+ *	  SQL entry points that read: get, read_stream, read_all, stream_version,
+ *	  walk_ancestors, read_correlated and the stats row.
+ *
+ * Readers never talk to the writer: they read the visible frontier, look
+ * positions up in the shared index and pread the frames.  Everything at or
+ * below the frontier is complete and immutable (see index.c and writer.c),
+ * so a reader needs no lock beyond the index's own partition locks.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+
+#include "batpak.h"
+
+PG_FUNCTION_INFO_V1(batpak_get);
+PG_FUNCTION_INFO_V1(batpak_read_stream);
+PG_FUNCTION_INFO_V1(batpak_read_all);
+PG_FUNCTION_INFO_V1(batpak_stream_version);
+PG_FUNCTION_INFO_V1(batpak_walk_ancestors);
+PG_FUNCTION_INFO_V1(batpak_read_correlated);
+PG_FUNCTION_INFO_V1(batpak_stats_row);
+
+static uint64
+batpak_visible(void)
+{
+	uint64		frontier = pg_atomic_read_u64(&BatpakCtl->visible_seq);
+
+	/* index entries up to the frontier were written before it moved */
+	pg_read_barrier();
+	return frontier;
+}
+
+static text *
+batpak_text(const char *s, int len)
+{
+	return cstring_to_text_with_len(s, len);
+}
+
+static Datum
+batpak_jsonb_datum(const char *data, uint32 len)
+{
+	Jsonb	   *j = palloc(VARHDRSZ + len);
+
+	SET_VARSIZE(j, VARHDRSZ + len);
+	memcpy(VARDATA(j), data, len);
+	return JsonbPGetDatum(j);
+}
+
+static Datum
+batpak_bytea_datum(const uint8 *data, Size len)
+{
+	bytea	   *b = palloc(VARHDRSZ + len);
+
+	SET_VARSIZE(b, VARHDRSZ + len);
+	memcpy(VARDATA(b), data, len);
+	return PointerGetDatum(b);
+}
+
+static Datum
+batpak_uuid_datum(const pg_uuid_t *u)
+{
+	pg_uuid_t  *copy = palloc(sizeof(pg_uuid_t));
+
+	*copy = *u;
+	return UUIDPGetDatum(copy);
+}
+
+/* The columns of batpak.event for a frame (palloc'd in the current context) */
+void
+batpak_event_values(const BatpakFrame *f, Datum *values, bool *nulls)
+{
+	memset(nulls, 0, sizeof(bool) * BATPAK_EVENT_NATTS);
+	values[0] = Int64GetDatum((int64) f->global_seq);
+	values[1] = batpak_uuid_datum(&f->event_id);
+	values[2] = PointerGetDatum(batpak_text(f->entity, f->entity_len));
+	values[3] = PointerGetDatum(batpak_text(f->scope, f->scope_len));
+	values[4] = PointerGetDatum(batpak_text(f->kind, f->kind_len));
+	values[5] = Int64GetDatum((int64) f->entity_seq);
+	values[6] = batpak_uuid_datum(&f->correlation_id);
+	if (f->flags & BATPAK_FLAG_HAS_CAUSATION)
+		values[7] = batpak_uuid_datum(&f->causation_id);
+	else
+		nulls[7] = true;
+	values[8] = TimestampTzGetDatum(f->committed_at);
+	values[9] = batpak_jsonb_datum(f->payload, f->payload_len);
+	if (f->flags & BATPAK_FLAG_HAS_METADATA)
+		values[10] = batpak_jsonb_datum(f->metadata, f->metadata_len);
+	else
+		nulls[10] = true;
+	values[11] = batpak_bytea_datum(f->event_hash, BATPAK_HASH_LEN);
+	values[12] = batpak_bytea_datum(f->prev_hash, BATPAK_HASH_LEN);
+}
+
+/* Materialized-SRF output with a per-row context */
+typedef struct BatpakOut
+{
+	ReturnSetInfo *rsinfo;
+	MemoryContext rowcxt;
+	BatpakReader reader;
+	BatpakIndex *idx;
+	uint64		frontier;
+} BatpakOut;
+
+static void
+batpak_out_begin(FunctionCallInfo fcinfo, BatpakOut *out)
+{
+	InitMaterializedSRF(fcinfo, 0);
+	out->rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	out->rowcxt = AllocSetContextCreate(CurrentMemoryContext, "batpak row",
+										ALLOCSET_SMALL_SIZES);
+	batpak_reader_init(&out->reader);
+	out->idx = batpak_attach_index(true);
+	out->frontier = batpak_visible();
+}
+
+static void
+batpak_out_frame(BatpakOut *out, const BatpakFrame *f)
+{
+	Datum		values[BATPAK_EVENT_NATTS];
+	bool		nulls[BATPAK_EVENT_NATTS];
+	MemoryContext old = MemoryContextSwitchTo(out->rowcxt);
+
+	batpak_event_values(f, values, nulls);
+	tuplestore_putvalues(out->rsinfo->setResult, out->rsinfo->setDesc, values, nulls);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(out->rowcxt);
+}
+
+static void
+batpak_out_seq(BatpakOut *out, uint64 seq)
+{
+	BatpakFrame f;
+
+	batpak_reader_read(&out->reader, batpak_index_seq_pos(out->idx, seq), &f);
+	batpak_out_frame(out, &f);
+}
+
+static void
+batpak_out_end(BatpakOut *out)
+{
+	batpak_reader_close(&out->reader);
+	MemoryContextDelete(out->rowcxt);
+}
+
+static uint64
+batpak_arg_count(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	int64		v;
+
+	if (PG_ARGISNULL(argno))
+		return PG_UINT64_MAX;
+	v = fcinfo->args[argno].value;
+	if (DatumGetInt64(v) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be negative", what)));
+	return (uint64) DatumGetInt64(v);
+}
+
+static uint64
+batpak_arg_int4_count(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	if (PG_ARGISNULL(argno))
+		return PG_UINT64_MAX;
+	if (PG_GETARG_INT32(argno) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be negative", what)));
+	return (uint64) PG_GETARG_INT32(argno);
+}
+
+static void
+batpak_entity_key(text *entity, uint8 *key)
+{
+	batpak_check_coordinate("entity", VARDATA_ANY(entity), VARSIZE_ANY_EXHDR(entity),
+							BATPAK_MAX_COORD_LEN);
+	batpak_hash_key(VARDATA_ANY(entity), VARSIZE_ANY_EXHDR(entity), key);
+}
+
+/* Find a visible event by id; true with *f filled when it exists */
+static bool
+batpak_find_event(BatpakIndex *idx, BatpakReader *reader, uint64 frontier,
+				  const pg_uuid_t *id, BatpakFrame *f)
+{
+	uint64		seq;
+
+	if (!batpak_seq_from_uuid(id, &seq) || seq > frontier)
+		return false;
+	batpak_reader_read(reader, batpak_index_seq_pos(idx, seq), f);
+	return memcmp(f->event_id.data, id->data, sizeof(id->data)) == 0;
+}
+
+Datum
+batpak_get(PG_FUNCTION_ARGS)
+{
+	BatpakIndex *idx;
+	BatpakReader reader;
+	BatpakFrame f;
+	TupleDesc	tupdesc;
+	Datum		values[BATPAK_EVENT_NATTS];
+	bool		nulls[BATPAK_EVENT_NATTS];
+	HeapTuple	tuple;
+
+	idx = batpak_attach_index(true);
+	batpak_reader_init(&reader);
+	if (!batpak_find_event(idx, &reader, batpak_visible(), PG_GETARG_UUID_P(0), &f))
+	{
+		batpak_reader_close(&reader);
+		PG_RETURN_NULL();
+	}
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	tupdesc = BlessTupleDesc(tupdesc);
+	batpak_event_values(&f, values, nulls);
+	tuple = heap_form_tuple(tupdesc, values, nulls);
+	batpak_reader_close(&reader);
+	PG_RETURN_DATUM(HeapTupleGetDatum(tuple));
+}
+
+Datum
+batpak_read_stream(PG_FUNCTION_ARGS)
+{
+	BatpakOut	out;
+	uint8		key[BATPAK_KEY_LEN];
+	uint64		after;
+	uint64		max_count;
+	uint64	   *seqs;
+	int			n;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("entity must not be null")));
+	batpak_entity_key(PG_GETARG_TEXT_PP(0), key);
+	after = PG_ARGISNULL(1) ? 0 : batpak_arg_count(fcinfo, 1, "after_sequence");
+	max_count = batpak_arg_int4_count(fcinfo, 2, "max_count");
+
+	batpak_out_begin(fcinfo, &out);
+	seqs = batpak_index_stream_seqs(out.idx, key, after, max_count, out.frontier, &n);
+	for (int i = 0; i < n; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		batpak_out_seq(&out, seqs[i]);
+	}
+	batpak_out_end(&out);
+	return (Datum) 0;
+}
+
+/* The filters of read_all (and of cursors) */
+typedef struct BatpakFilter
+{
+	text	   *scope;
+	int			nkinds;
+	text	  **kinds;
+	text	   *prefix;
+} BatpakFilter;
+
+static bool
+batpak_filter_match(const BatpakFilter *flt, const BatpakFrame *f)
+{
+	if (flt->scope &&
+		(VARSIZE_ANY_EXHDR(flt->scope) != f->scope_len ||
+		 memcmp(VARDATA_ANY(flt->scope), f->scope, f->scope_len) != 0))
+		return false;
+	if (flt->prefix &&
+		(VARSIZE_ANY_EXHDR(flt->prefix) > f->entity_len ||
+		 memcmp(VARDATA_ANY(flt->prefix), f->entity, VARSIZE_ANY_EXHDR(flt->prefix)) != 0))
+		return false;
+	if (flt->kinds)
+	{
+		for (int i = 0; i < flt->nkinds; i++)
+			if (flt->kinds[i] && VARSIZE_ANY_EXHDR(flt->kinds[i]) == f->kind_len &&
+				memcmp(VARDATA_ANY(flt->kinds[i]), f->kind, f->kind_len) == 0)
+				return true;
+		return false;
+	}
+	return true;
+}
+
+Datum
+batpak_read_all(PG_FUNCTION_ARGS)
+{
+	BatpakOut	out;
+	BatpakFilter flt;
+	uint64		after;
+	uint64		max_count;
+	uint64		emitted = 0;
+
+	after = PG_ARGISNULL(0) ? 0 : batpak_arg_count(fcinfo, 0, "after_sequence");
+	max_count = batpak_arg_int4_count(fcinfo, 1, "max_count");
+	memset(&flt, 0, sizeof(flt));
+	flt.scope = PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2);
+	if (!PG_ARGISNULL(3))
+	{
+		ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(3);
+		Datum	   *elems;
+		bool	   *nulls;
+
+		deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls,
+						  &flt.nkinds);
+		flt.kinds = palloc(sizeof(text *) * Max(flt.nkinds, 1));
+		for (int i = 0; i < flt.nkinds; i++)
+			flt.kinds[i] = nulls[i] ? NULL : DatumGetTextPP(elems[i]);
+	}
+	flt.prefix = PG_ARGISNULL(4) ? NULL : PG_GETARG_TEXT_PP(4);
+
+	batpak_out_begin(fcinfo, &out);
+	for (uint64 seq = after + 1; seq <= out.frontier && emitted < max_count; seq++)
+	{
+		BatpakFrame f;
+
+		CHECK_FOR_INTERRUPTS();
+		batpak_reader_read(&out.reader, batpak_index_seq_pos(out.idx, seq), &f);
+		if (!batpak_filter_match(&flt, &f))
+			continue;
+		batpak_out_frame(&out, &f);
+		emitted++;
+	}
+	batpak_out_end(&out);
+	return (Datum) 0;
+}
+
+Datum
+batpak_stream_version(PG_FUNCTION_ARGS)
+{
+	uint8		key[BATPAK_KEY_LEN];
+	BatpakIndex *idx;
+
+	batpak_entity_key(PG_GETARG_TEXT_PP(0), key);
+	idx = batpak_attach_index(true);
+	PG_RETURN_INT64((int64) batpak_index_stream_version(idx, key, batpak_visible()));
+}
+
+Datum
+batpak_walk_ancestors(PG_FUNCTION_ARGS)
+{
+	BatpakOut	out;
+	BatpakFrame f;
+	uint64		max_depth;
+	uint64		depth = 0;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("event_id must not be null")));
+	max_depth = batpak_arg_int4_count(fcinfo, 1, "max_depth");
+
+	batpak_out_begin(fcinfo, &out);
+	if (batpak_find_event(out.idx, &out.reader, out.frontier, PG_GETARG_UUID_P(0), &f))
+	{
+		/* causes always precede their effects, so this terminates */
+		while (depth < max_depth && (f.flags & BATPAK_FLAG_HAS_CAUSATION))
+		{
+			pg_uuid_t	cause = f.causation_id;
+
+			CHECK_FOR_INTERRUPTS();
+			if (!batpak_find_event(out.idx, &out.reader, out.frontier, &cause, &f))
+				break;
+			batpak_out_frame(&out, &f);
+			depth++;
+		}
+	}
+	batpak_out_end(&out);
+	return (Datum) 0;
+}
+
+static int
+batpak_cmp_u64(const void *a, const void *b)
+{
+	uint64		x = *(const uint64 *) a;
+	uint64		y = *(const uint64 *) b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/* Sort and deduplicate; returns the new count */
+int
+batpak_sort_seqs(uint64 *seqs, int n)
+{
+	int			m = 0;
+
+	if (n <= 1)
+		return n;
+	qsort(seqs, n, sizeof(uint64), batpak_cmp_u64);
+	for (int i = 0; i < n; i++)
+		if (m == 0 || seqs[m - 1] != seqs[i])
+			seqs[m++] = seqs[i];
+	return m;
+}
+
+Datum
+batpak_read_correlated(PG_FUNCTION_ARGS)
+{
+	BatpakOut	out;
+	pg_uuid_t  *corr;
+	uint64	   *seqs;
+	uint64	   *all;
+	int			n;
+	BatpakFrame f;
+	uint64		root = 0;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("correlation_id must not be null")));
+	corr = PG_GETARG_UUID_P(0);
+
+	batpak_out_begin(fcinfo, &out);
+	/* the root: the event whose own id is the correlation id */
+	if (batpak_find_event(out.idx, &out.reader, out.frontier, corr, &f) &&
+		memcmp(f.correlation_id.data, corr->data, 16) == 0)
+		root = f.global_seq;
+	seqs = batpak_index_corr_seqs(out.idx, corr, out.frontier, &n);
+	all = palloc(sizeof(uint64) * (n + 1));
+	if (n > 0)
+		memcpy(all, seqs, sizeof(uint64) * n);
+	if (root != 0)
+		all[n++] = root;
+	n = batpak_sort_seqs(all, n);
+	for (int i = 0; i < n; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		batpak_out_seq(&out, all[i]);
+	}
+	batpak_out_end(&out);
+	return (Datum) 0;
+}
+
+Datum
+batpak_stats_row(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[21];
+	bool		nulls[21];
+	uint32		state;
+	uint64		visible;
+	char		failure[sizeof(BatpakCtl->failure)];
+	pid_t		pid;
+	TimestampTz started_at;
+	TimestampTz ready_at;
+	int			i = 0;
+	BatpakCounters *c;
+
+	batpak_check_loaded();
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	tupdesc = BlessTupleDesc(tupdesc);
+	if (tupdesc->natts != lengthof(values))
+		elog(ERROR, "batpak.stats_row returns %d columns, expected %d",
+			 tupdesc->natts, (int) lengthof(values));
+	memset(nulls, 0, sizeof(nulls));
+
+	LWLockAcquire(&BatpakCtl->lock, LW_SHARED);
+	pid = BatpakCtl->writer_pid;
+	started_at = BatpakCtl->started_at;
+	ready_at = BatpakCtl->ready_at;
+	strlcpy(failure, BatpakCtl->failure, sizeof(failure));
+	LWLockRelease(&BatpakCtl->lock);
+	state = pg_atomic_read_u32(&BatpakCtl->state);
+	visible = pg_atomic_read_u64(&BatpakCtl->visible_seq);
+	c = &BatpakCtl->counters;
+
+	values[i++] = CStringGetTextDatum(batpak_state_name(state));
+	if (pid != 0)
+		values[i++] = Int32GetDatum(pid);
+	else
+		nulls[i++] = true;
+	values[i++] = Int64GetDatum((int64) visible);
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&BatpakCtl->entities));
+	values[i++] = Int32GetDatum((int32) pg_atomic_read_u32(&BatpakCtl->segments));
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&BatpakCtl->store_bytes));
+	if (state == BATPAK_STATE_READY)
+	{
+		uint64		total = pg_atomic_read_u64(&BatpakCtl->index_bytes);
+
+		values[i++] = Int64GetDatum((int64) total);
+		if (visible > 0)
+			values[i++] = Float8GetDatum((double) total / (double) visible);
+		else
+			nulls[i++] = true;
+	}
+	else
+	{
+		nulls[i++] = true;
+		nulls[i++] = true;
+	}
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&BatpakCtl->written_seq));
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&BatpakCtl->durable_seq));
+	values[i++] = Int64GetDatum((int64) visible);
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->requests));
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->requests_failed));
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->events_written));
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->idempotent_hits));
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->groups));
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->fsyncs));
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->bytes_written));
+	if (started_at != 0)
+		values[i++] = TimestampTzGetDatum(started_at);
+	else
+		nulls[i++] = true;
+	if (ready_at != 0 && state == BATPAK_STATE_READY)
+		values[i++] = TimestampTzGetDatum(ready_at);
+	else
+		nulls[i++] = true;
+	if (failure[0] != '\0' && state == BATPAK_STATE_FAILED)
+		values[i++] = CStringGetTextDatum(failure);
+	else
+		nulls[i++] = true;
+	Assert(i == lengthof(values));
+
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}

@@ -1,0 +1,388 @@
+/*-------------------------------------------------------------------------
+ *
+ * sql_write.c
+ *	  SQL entry points that write: batpak.append and batpak.append_batch.
+ *
+ * Every input check happens here, in the calling backend, before anything
+ * reaches the writer: a bad call costs the writer nothing and cannot fail
+ * other sessions' appends.  The writer then checks what needs the store's
+ * state (expected sequences, idempotency keys, causation links).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/typcache.h"
+
+#include "batpak.h"
+
+PG_FUNCTION_INFO_V1(batpak_append);
+PG_FUNCTION_INFO_V1(batpak_append_batch);
+
+/* Fields of one proposed event, as given by the caller */
+typedef struct BatpakNewEvent
+{
+	text	   *entity;
+	text	   *scope;
+	text	   *kind;
+	Jsonb	   *payload;
+	Jsonb	   *metadata;		/* NULL when absent */
+	bool		has_expected;
+	int64		expected_sequence;
+	text	   *idem;			/* NULL when absent */
+	pg_uuid_t  *correlation_id; /* NULL when absent */
+	pg_uuid_t  *causation_id;	/* NULL when absent */
+} BatpakNewEvent;
+
+void
+batpak_check_coordinate(const char *what, const char *s, Size len, Size maxlen)
+{
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", what)));
+	if (len > maxlen)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("%s is too long", what),
+				 errdetail("It is %zu bytes; the limit is %zu bytes.", len, maxlen)));
+	for (Size i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		if (c < 0x20 || c == 0x7F)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s must not contain control characters", what),
+					 errdetail("Byte %zu is 0x%02X.", i + 1, c)));
+	}
+}
+
+void
+batpak_check_kind(const char *s, Size len)
+{
+	batpak_check_coordinate("kind", s, len, BATPAK_MAX_KIND_LEN);
+	if (len >= strlen(BATPAK_RESERVED_KIND_PREFIX) &&
+		strncmp(s, BATPAK_RESERVED_KIND_PREFIX, strlen(BATPAK_RESERVED_KIND_PREFIX)) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_RESERVED_NAME),
+				 errmsg("kind \"%.*s\" is reserved", (int) Min(len, 255), s),
+				 errdetail("Kinds starting with \"%s\" are reserved for batpak itself.",
+						   BATPAK_RESERVED_KIND_PREFIX)));
+}
+
+static void
+batpak_require(bool isnull, const char *what)
+{
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+}
+
+/* Check one event and return the size of its request item */
+static Size
+batpak_check_event(const BatpakNewEvent *e)
+{
+	Size		size;
+	Size		limit = (Size) batpak_max_event_size_kb * 1024;
+
+	batpak_check_coordinate("entity", VARDATA_ANY(e->entity),
+							VARSIZE_ANY_EXHDR(e->entity), BATPAK_MAX_COORD_LEN);
+	batpak_check_coordinate("scope", VARDATA_ANY(e->scope),
+							VARSIZE_ANY_EXHDR(e->scope), BATPAK_MAX_COORD_LEN);
+	batpak_check_kind(VARDATA_ANY(e->kind), VARSIZE_ANY_EXHDR(e->kind));
+	if (e->idem)
+		batpak_check_coordinate("idempotency key", VARDATA_ANY(e->idem),
+								VARSIZE_ANY_EXHDR(e->idem), BATPAK_MAX_COORD_LEN);
+	if (e->has_expected && e->expected_sequence < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("expected_sequence must not be negative"),
+				 errhint("Use NULL for no check and 0 for an entity that must have no events.")));
+
+	size = VARSIZE_ANY_EXHDR(e->entity) + VARSIZE_ANY_EXHDR(e->scope) +
+		VARSIZE_ANY_EXHDR(e->kind) + (e->idem ? VARSIZE_ANY_EXHDR(e->idem) : 0) +
+		VARSIZE(e->payload) - VARHDRSZ +
+		(e->metadata ? VARSIZE(e->metadata) - VARHDRSZ : 0);
+	if (size > limit)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("event is too large"),
+				 errdetail("The event takes %zu bytes; batpak.max_event_size is %zu bytes.",
+						   size, limit)));
+	return MAXALIGN(offsetof(BatpakEventReq, data) + size);
+}
+
+static char *
+batpak_put(char *p, const void *data, Size len)
+{
+	memcpy(p, data, len);
+	return p + len;
+}
+
+/* Write a checked event into the request at dst; returns the next item */
+static char *
+batpak_pack_event(char *dst, const BatpakNewEvent *e, Size itemsize)
+{
+	BatpakEventReq *ev = (BatpakEventReq *) dst;
+	char	   *p;
+
+	memset(ev, 0, offsetof(BatpakEventReq, data));
+	ev->size = (uint32) itemsize;
+	ev->entity_len = VARSIZE_ANY_EXHDR(e->entity);
+	ev->scope_len = VARSIZE_ANY_EXHDR(e->scope);
+	ev->kind_len = VARSIZE_ANY_EXHDR(e->kind);
+	ev->idem_len = e->idem ? VARSIZE_ANY_EXHDR(e->idem) : 0;
+	ev->payload_len = VARSIZE(e->payload) - VARHDRSZ;
+	ev->has_metadata = e->metadata != NULL;
+	ev->metadata_len = e->metadata ? VARSIZE(e->metadata) - VARHDRSZ : 0;
+	ev->has_expected = e->has_expected;
+	ev->expected_sequence = e->expected_sequence;
+	ev->has_correlation = e->correlation_id != NULL;
+	if (e->correlation_id)
+		ev->correlation_id = *e->correlation_id;
+	ev->has_causation = e->causation_id != NULL;
+	if (e->causation_id)
+		ev->causation_id = *e->causation_id;
+
+	/* frame order: entity scope kind key payload metadata */
+	p = ev->data;
+	p = batpak_put(p, VARDATA_ANY(e->entity), ev->entity_len);
+	p = batpak_put(p, VARDATA_ANY(e->scope), ev->scope_len);
+	p = batpak_put(p, VARDATA_ANY(e->kind), ev->kind_len);
+	if (e->idem)
+		p = batpak_put(p, VARDATA_ANY(e->idem), ev->idem_len);
+	p = batpak_put(p, VARDATA(e->payload), ev->payload_len);
+	if (e->metadata)
+		p = batpak_put(p, VARDATA(e->metadata), ev->metadata_len);
+	return dst + itemsize;
+}
+
+static HeapTuple
+batpak_receipt_tuple(TupleDesc tupdesc, const BatpakReceipt *r)
+{
+	Datum		values[6];
+	bool		nulls[6] = {false, false, false, false, false, false};
+	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
+	bytea	   *hash = palloc(VARHDRSZ + BATPAK_HASH_LEN);
+	bytea	   *prev = palloc(VARHDRSZ + BATPAK_HASH_LEN);
+
+	*id = r->event_id;
+	SET_VARSIZE(hash, VARHDRSZ + BATPAK_HASH_LEN);
+	memcpy(VARDATA(hash), r->event_hash, BATPAK_HASH_LEN);
+	SET_VARSIZE(prev, VARHDRSZ + BATPAK_HASH_LEN);
+	memcpy(VARDATA(prev), r->prev_hash, BATPAK_HASH_LEN);
+	values[0] = UUIDPGetDatum(id);
+	values[1] = Int64GetDatum((int64) r->global_seq);
+	values[2] = Int64GetDatum((int64) r->entity_seq);
+	values[3] = TimestampTzGetDatum(r->committed_at);
+	values[4] = PointerGetDatum(hash);
+	values[5] = PointerGetDatum(prev);
+	return heap_form_tuple(tupdesc, values, nulls);
+}
+
+Datum
+batpak_append(PG_FUNCTION_ARGS)
+{
+	BatpakNewEvent e;
+	BatpakRequest *req;
+	Size		itemsize;
+	TupleDesc	tupdesc;
+
+	batpak_check_loaded();
+	batpak_require(PG_ARGISNULL(0), "entity");
+	batpak_require(PG_ARGISNULL(1), "scope");
+	batpak_require(PG_ARGISNULL(2), "kind");
+	batpak_require(PG_ARGISNULL(3), "payload");
+
+	memset(&e, 0, sizeof(e));
+	e.entity = PG_GETARG_TEXT_PP(0);
+	e.scope = PG_GETARG_TEXT_PP(1);
+	e.kind = PG_GETARG_TEXT_PP(2);
+	e.payload = PG_GETARG_JSONB_P(3);
+	e.metadata = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
+	e.has_expected = !PG_ARGISNULL(5);
+	e.expected_sequence = e.has_expected ? PG_GETARG_INT64(5) : 0;
+	e.idem = PG_ARGISNULL(6) ? NULL : PG_GETARG_TEXT_PP(6);
+	e.correlation_id = PG_ARGISNULL(7) ? NULL : PG_GETARG_UUID_P(7);
+	e.causation_id = PG_ARGISNULL(8) ? NULL : PG_GETARG_UUID_P(8);
+
+	itemsize = batpak_check_event(&e);
+	req = batpak_request_create(1, itemsize);
+	req->batch = false;
+	(void) batpak_pack_event(req->events, &e, itemsize);
+
+	batpak_submit_and_wait(req);
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	tupdesc = BlessTupleDesc(tupdesc);
+	PG_RETURN_DATUM(HeapTupleGetDatum(batpak_receipt_tuple(tupdesc,
+														   BATPAK_REQ_RECEIPTS(req))));
+}
+
+/* Read the fields of one batpak.new_event composite */
+static void
+batpak_decode_new_event(HeapTupleHeader rec, TupleDesc tupdesc, int item,
+						BatpakNewEvent *e)
+{
+	HeapTupleData tuple;
+	Datum		values[9];
+	bool		nulls[9];
+	char		what[64];
+
+	if (tupdesc->natts != 9)
+		elog(ERROR, "batpak.new_event has %d attributes, expected 9", tupdesc->natts);
+	tuple.t_len = HeapTupleHeaderGetDatumLength(rec);
+	ItemPointerSetInvalid(&tuple.t_self);
+	tuple.t_tableOid = InvalidOid;
+	tuple.t_data = rec;
+	heap_deform_tuple(&tuple, tupdesc, values, nulls);
+
+	snprintf(what, sizeof(what), "entity of event %d", item);
+	batpak_require(nulls[0], what);
+	snprintf(what, sizeof(what), "scope of event %d", item);
+	batpak_require(nulls[1], what);
+	snprintf(what, sizeof(what), "kind of event %d", item);
+	batpak_require(nulls[2], what);
+	snprintf(what, sizeof(what), "payload of event %d", item);
+	batpak_require(nulls[3], what);
+
+	memset(e, 0, sizeof(*e));
+	e->entity = DatumGetTextPP(values[0]);
+	e->scope = DatumGetTextPP(values[1]);
+	e->kind = DatumGetTextPP(values[2]);
+	e->payload = DatumGetJsonbP(values[3]);
+	e->metadata = nulls[4] ? NULL : DatumGetJsonbP(values[4]);
+	e->has_expected = !nulls[5];
+	e->expected_sequence = nulls[5] ? 0 : DatumGetInt64(values[5]);
+	e->idem = nulls[6] ? NULL : DatumGetTextPP(values[6]);
+	e->correlation_id = nulls[7] ? NULL : DatumGetUUIDP(values[7]);
+	e->causation_id = nulls[8] ? NULL : DatumGetUUIDP(values[8]);
+}
+
+/* Refuse a batch that uses one idempotency key twice */
+static void
+batpak_check_batch_keys(BatpakNewEvent *events, int n)
+{
+	HASHCTL		ctl;
+	HTAB	   *keys;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = BATPAK_KEY_LEN;
+	ctl.entrysize = BATPAK_KEY_LEN;
+	ctl.hcxt = CurrentMemoryContext;
+	keys = hash_create("batpak batch keys", Max(n, 16), &ctl,
+					   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	for (int i = 0; i < n; i++)
+	{
+		uint8		key[BATPAK_KEY_LEN];
+		bool		found;
+
+		if (events[i].idem == NULL)
+			continue;
+		batpak_hash_key(VARDATA_ANY(events[i].idem), VARSIZE_ANY_EXHDR(events[i].idem), key);
+		(void) hash_search(keys, key, HASH_ENTER, &found);
+		if (found)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("idempotency key \"%s\" appears more than once in the batch",
+							text_to_cstring(events[i].idem)),
+					 errdetail("Event %d repeats the key of an earlier event.", i + 1)));
+	}
+	hash_destroy(keys);
+}
+
+Datum
+batpak_append_batch(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ArrayType  *arr;
+	Oid			elemtype;
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	Datum	   *elems;
+	bool	   *elemnulls;
+	int			n;
+	TupleDesc	eventdesc;
+	BatpakNewEvent *events;
+	Size	   *sizes;
+	Size		total = 0;
+	BatpakRequest *req;
+	char	   *p;
+	BatpakReceipt *receipts;
+
+	batpak_check_loaded();
+	batpak_require(PG_ARGISNULL(0), "events");
+	InitMaterializedSRF(fcinfo, 0);
+
+	arr = PG_GETARG_ARRAYTYPE_P(0);
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("events must be a one-dimensional array")));
+	elemtype = ARR_ELEMTYPE(arr);
+	n = ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
+	if (n == 0)
+		return (Datum) 0;
+	if (n > BATPAK_MAX_BATCH_EVENTS)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("batch has too many events"),
+				 errdetail("It has %d events; the limit is %d.", n, BATPAK_MAX_BATCH_EVENTS)));
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	deconstruct_array(arr, elemtype, typlen, typbyval, typalign,
+					  &elems, &elemnulls, &n);
+	eventdesc = lookup_rowtype_tupdesc(elemtype, -1);
+
+	events = palloc(sizeof(BatpakNewEvent) * n);
+	sizes = palloc(sizeof(Size) * n);
+	for (int i = 0; i < n; i++)
+	{
+		char		what[32];
+
+		snprintf(what, sizeof(what), "event %d", i + 1);
+		batpak_require(elemnulls[i], what);
+		batpak_decode_new_event(DatumGetHeapTupleHeader(elems[i]), eventdesc, i + 1,
+								&events[i]);
+		sizes[i] = batpak_check_event(&events[i]);
+		total += sizes[i];
+		if (total > BATPAK_MAX_REQUEST_SIZE)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("batch is too large"),
+					 errdetail("The events take more than %zu bytes.", BATPAK_MAX_REQUEST_SIZE)));
+	}
+	ReleaseTupleDesc(eventdesc);
+	batpak_check_batch_keys(events, n);
+
+	req = batpak_request_create(n, total);
+	req->batch = true;
+	p = req->events;
+	for (int i = 0; i < n; i++)
+		p = batpak_pack_event(p, &events[i], sizes[i]);
+
+	batpak_submit_and_wait(req);
+
+	receipts = BATPAK_REQ_RECEIPTS(req);
+	for (int i = 0; i < n; i++)
+	{
+		HeapTuple	tuple = batpak_receipt_tuple(rsinfo->setDesc, &receipts[i]);
+
+		tuplestore_puttuple(rsinfo->setResult, tuple);
+		heap_freetuple(tuple);
+	}
+	return (Datum) 0;
+}

@@ -1,0 +1,484 @@
+/*-------------------------------------------------------------------------
+ *
+ * storage.c
+ *	  The on-disk format: segment headers, frames (CRC32C + BLAKE2b-256 hash
+ *	  chain), event ids, and the buffered reader that backends use to pread
+ *	  published frames.
+ *
+ * Frames are immutable once the writer has published them, so any process
+ * may read them without coordinating with the writer: the index only ever
+ * hands out positions of frames that were completely written (and, for
+ * synchronous appends, synced) before the visible frontier moved past them.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <fcntl.h>
+#include <sodium.h>
+#include <unistd.h>
+
+#include "miscadmin.h"
+#include "port/pg_bswap.h"
+#include "port/pg_crc32c.h"
+#include "storage/fd.h"
+#include "utils/memutils.h"
+
+#include "batpak.h"
+
+#define BATPAK_READ_SEQUENTIAL	(256 * 1024)
+#define BATPAK_READ_RANDOM		(8 * 1024)
+
+/* Little-endian field access, independent of the platform's byte order */
+static inline void
+put_u64(char *p, uint64 v)
+{
+#ifdef WORDS_BIGENDIAN
+	v = pg_bswap64(v);
+#endif
+	memcpy(p, &v, 8);
+}
+
+static inline void
+put_u32(char *p, uint32 v)
+{
+#ifdef WORDS_BIGENDIAN
+	v = pg_bswap32(v);
+#endif
+	memcpy(p, &v, 4);
+}
+
+static inline void
+put_u16(char *p, uint16 v)
+{
+#ifdef WORDS_BIGENDIAN
+	v = pg_bswap16(v);
+#endif
+	memcpy(p, &v, 2);
+}
+
+static inline uint64
+get_u64(const char *p)
+{
+	uint64		v;
+
+	memcpy(&v, p, 8);
+#ifdef WORDS_BIGENDIAN
+	v = pg_bswap64(v);
+#endif
+	return v;
+}
+
+static inline uint32
+get_u32(const char *p)
+{
+	uint32		v;
+
+	memcpy(&v, p, 4);
+#ifdef WORDS_BIGENDIAN
+	v = pg_bswap32(v);
+#endif
+	return v;
+}
+
+static inline uint16
+get_u16(const char *p)
+{
+	uint16		v;
+
+	memcpy(&v, p, 2);
+#ifdef WORDS_BIGENDIAN
+	v = pg_bswap16(v);
+#endif
+	return v;
+}
+
+void
+batpak_segment_path(char *path, uint32 segno)
+{
+	snprintf(path, MAXPGPATH, "%s/%08X.seg", BATPAK_DIR, segno);
+}
+
+/* BLAKE2b-128 of entity or idempotency key text: the index key */
+void
+batpak_hash_key(const char *data, Size len, uint8 *out)
+{
+	crypto_generichash(out, BATPAK_KEY_LEN, (const unsigned char *) data, len,
+					   NULL, 0);
+}
+
+/*
+ * Event ids are RFC 9562 version 8 UUIDs: 60 bits of global sequence
+ * (big-endian, so ids sort like the sequence), the version and variant bits,
+ * then 62 random bits.  See docs/decisions.md.
+ */
+void
+batpak_uuid_for_seq(uint64 seq, pg_uuid_t *out)
+{
+	uint8	   *d = out->data;
+
+	randombytes_buf(d + 8, 8);
+	d[0] = (uint8) (seq >> 52);
+	d[1] = (uint8) (seq >> 44);
+	d[2] = (uint8) (seq >> 36);
+	d[3] = (uint8) (seq >> 28);
+	d[4] = (uint8) (seq >> 20);
+	d[5] = (uint8) (seq >> 12);
+	d[6] = (uint8) (0x80 | ((seq >> 8) & 0x0F));
+	d[7] = (uint8) seq;
+	d[8] = (uint8) (0x80 | (d[8] & 0x3F));
+}
+
+bool
+batpak_seq_from_uuid(const pg_uuid_t *id, uint64 *seq)
+{
+	const uint8 *d = id->data;
+
+	if ((d[6] & 0xF0) != 0x80 || (d[8] & 0xC0) != 0x80)
+		return false;
+	*seq = ((uint64) d[0] << 52) | ((uint64) d[1] << 44) |
+		((uint64) d[2] << 36) | ((uint64) d[3] << 28) |
+		((uint64) d[4] << 20) | ((uint64) d[5] << 12) |
+		((uint64) (d[6] & 0x0F) << 8) | (uint64) d[7];
+	return *seq > 0;
+}
+
+Size
+batpak_frame_size(const BatpakEventReq *ev)
+{
+	return BATPAK_FRAME_HEADER_SIZE + BATPAK_BODY_FIXED_SIZE +
+		(Size) ev->entity_len + ev->scope_len + ev->kind_len + ev->idem_len +
+		ev->payload_len + ev->metadata_len + 2 * BATPAK_HASH_LEN;
+}
+
+static void
+batpak_hash_body(const uint8 *prev_hash, const char *body, Size len_without_hashes,
+				 uint8 *out)
+{
+	crypto_generichash_state st;
+
+	crypto_generichash_init(&st, NULL, 0, BATPAK_HASH_LEN);
+	crypto_generichash_update(&st, prev_hash, BATPAK_HASH_LEN);
+	crypto_generichash_update(&st, (const unsigned char *) body, len_without_hashes);
+	crypto_generichash_final(&st, out, BATPAK_HASH_LEN);
+}
+
+/*
+ * Write the frame of one event at dst (batpak_frame_size(ev) bytes) and
+ * return its hash in event_hash_out.
+ */
+void
+batpak_frame_build(char *dst, const BatpakEventReq *ev,
+				   uint64 global_seq, uint64 entity_seq,
+				   const pg_uuid_t *event_id, const pg_uuid_t *correlation_id,
+				   TimestampTz committed_at, uint32 flags,
+				   const uint8 *prev_hash, uint8 *event_hash_out)
+{
+	Size		frame_len = batpak_frame_size(ev);
+	uint32		body_len = (uint32) (frame_len - BATPAK_FRAME_HEADER_SIZE);
+	char	   *body = dst + BATPAK_FRAME_HEADER_SIZE;
+	char	   *p;
+	Size		strings = (Size) ev->entity_len + ev->scope_len + ev->kind_len +
+		ev->idem_len + ev->payload_len + ev->metadata_len;
+	pg_crc32c	crc;
+
+	if (ev->has_causation)
+		flags |= BATPAK_FLAG_HAS_CAUSATION;
+	if (ev->has_metadata)
+		flags |= BATPAK_FLAG_HAS_METADATA;
+
+	put_u64(body, global_seq);
+	put_u64(body + 8, entity_seq);
+	memcpy(body + 16, event_id->data, 16);
+	memcpy(body + 32, correlation_id->data, 16);
+	if (ev->has_causation)
+		memcpy(body + 48, ev->causation_id.data, 16);
+	else
+		memset(body + 48, 0, 16);
+	put_u64(body + 64, (uint64) committed_at);
+	put_u32(body + 72, flags);
+	put_u16(body + 76, ev->entity_len);
+	put_u16(body + 78, ev->scope_len);
+	put_u16(body + 80, ev->kind_len);
+	put_u16(body + 82, ev->idem_len);
+	put_u32(body + 84, ev->payload_len);
+	put_u32(body + 88, ev->metadata_len);
+	/* the request keeps the strings in frame order already */
+	p = body + BATPAK_BODY_FIXED_SIZE;
+	memcpy(p, ev->data, strings);
+	p += strings;
+	memcpy(p, prev_hash, BATPAK_HASH_LEN);
+	batpak_hash_body(prev_hash, body, p - body, event_hash_out);
+	memcpy(p + BATPAK_HASH_LEN, event_hash_out, BATPAK_HASH_LEN);
+
+	INIT_CRC32C(crc);
+	COMP_CRC32C(crc, body, body_len);
+	FIN_CRC32C(crc);
+	put_u32(dst, body_len);
+	put_u32(dst + 4, crc);
+}
+
+/*
+ * Decode the frame at 'frame', of which 'avail' bytes are present.  Checks
+ * the length, the CRC and the internal consistency of the lengths; the hash
+ * chain is checked by verify_chain and by recovery.
+ */
+int
+batpak_frame_decode(const char *frame, Size avail, BatpakFrame *f,
+					const char **why)
+{
+	uint32		body_len;
+	uint32		crc_stored;
+	pg_crc32c	crc;
+	const char *body;
+	const char *p;
+	uint64		strings;
+
+	*why = NULL;
+	if (avail < BATPAK_FRAME_HEADER_SIZE)
+	{
+		*why = "incomplete frame header";
+		return BATPAK_DECODE_INCOMPLETE;
+	}
+	body_len = get_u32(frame);
+	crc_stored = get_u32(frame + 4);
+	if (body_len < BATPAK_BODY_FIXED_SIZE + 2 * BATPAK_HASH_LEN ||
+		body_len > BATPAK_MAX_REQUEST_SIZE)
+	{
+		*why = "invalid frame length";
+		return BATPAK_DECODE_CORRUPT;
+	}
+	if ((Size) body_len + BATPAK_FRAME_HEADER_SIZE > avail)
+	{
+		*why = "frame runs past the end of the data";
+		return BATPAK_DECODE_INCOMPLETE;
+	}
+	body = frame + BATPAK_FRAME_HEADER_SIZE;
+	INIT_CRC32C(crc);
+	COMP_CRC32C(crc, body, body_len);
+	FIN_CRC32C(crc);
+	if (!EQ_CRC32C(crc, crc_stored))
+	{
+		*why = "CRC mismatch";
+		return BATPAK_DECODE_CORRUPT;
+	}
+
+	f->global_seq = get_u64(body);
+	f->entity_seq = get_u64(body + 8);
+	memcpy(f->event_id.data, body + 16, 16);
+	memcpy(f->correlation_id.data, body + 32, 16);
+	memcpy(f->causation_id.data, body + 48, 16);
+	f->committed_at = (TimestampTz) get_u64(body + 64);
+	f->flags = get_u32(body + 72);
+	f->entity_len = get_u16(body + 76);
+	f->scope_len = get_u16(body + 78);
+	f->kind_len = get_u16(body + 80);
+	f->idem_len = get_u16(body + 82);
+	f->payload_len = get_u32(body + 84);
+	f->metadata_len = get_u32(body + 88);
+	strings = (uint64) f->entity_len + f->scope_len + f->kind_len +
+		f->idem_len + f->payload_len + f->metadata_len;
+	if (strings + BATPAK_BODY_FIXED_SIZE + 2 * BATPAK_HASH_LEN != body_len ||
+		(f->flags & ~BATPAK_FLAG_KNOWN) != 0 || f->global_seq == 0 ||
+		f->entity_seq == 0 || f->entity_len == 0 || f->kind_len == 0)
+	{
+		*why = "inconsistent frame fields";
+		return BATPAK_DECODE_CORRUPT;
+	}
+	p = body + BATPAK_BODY_FIXED_SIZE;
+	f->entity = p;
+	p += f->entity_len;
+	f->scope = p;
+	p += f->scope_len;
+	f->kind = p;
+	p += f->kind_len;
+	f->idem = p;
+	p += f->idem_len;
+	f->payload = p;
+	p += f->payload_len;
+	f->metadata = p;
+	p += f->metadata_len;
+	f->prev_hash = (const uint8 *) p;
+	f->event_hash = (const uint8 *) p + BATPAK_HASH_LEN;
+	f->body = body;
+	f->body_len = body_len;
+	return BATPAK_DECODE_OK;
+}
+
+/* Recompute a decoded frame's hash from its stored bytes */
+void
+batpak_frame_compute_hash(const BatpakFrame *f, uint8 *out)
+{
+	batpak_hash_body(f->prev_hash, f->body, f->body_len - 2 * BATPAK_HASH_LEN,
+					 out);
+}
+
+void
+batpak_report_corrupt(uint32 segno, uint64 offset, const char *why)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_DATA_CORRUPTED),
+			 errmsg("corrupt frame in segment %08X.seg at offset " UINT64_FORMAT ": %s",
+					segno, offset, why)));
+}
+
+void
+batpak_reader_init(BatpakReader *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->fd = -1;
+}
+
+void
+batpak_reader_close(BatpakReader *r)
+{
+	if (r->fd >= 0)
+		CloseTransientFile(r->fd);
+	if (r->buf)
+		pfree(r->buf);
+	batpak_reader_init(r);
+}
+
+static void
+batpak_reader_fill(BatpakReader *r, uint64 off, Size want)
+{
+	ssize_t		n;
+
+	if (want > r->bufsize)
+	{
+		if (r->buf)
+			pfree(r->buf);
+		r->buf = MemoryContextAllocHuge(CurrentMemoryContext, want);
+		r->bufsize = want;
+	}
+	n = pg_pread(r->fd, r->buf, want, (off_t) off);
+	if (n < 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not read segment %08X.seg at offset " UINT64_FORMAT ": %m",
+						r->segno, off)));
+	r->buf_start = off;
+	r->buf_len = (Size) n;
+}
+
+/*
+ * Read and decode the frame at pos.  The decoded frame points into the
+ * reader's buffer and stays valid until the next call.  Returns NULL, or
+ * why the frame is damaged (published frames are complete, so any failure
+ * is corruption).  I/O errors are raised.
+ */
+const char *
+batpak_reader_try_read(BatpakReader *r, uint64 pos, BatpakFrame *f)
+{
+	uint32		segno = BATPAK_POS_SEGNO(pos);
+	uint64		off = BATPAK_POS_OFFSET(pos);
+	const char *why;
+	Size		avail;
+	Size		need;
+
+	if (r->fd < 0 || r->segno != segno)
+	{
+		char		path[MAXPGPATH];
+
+		if (r->fd >= 0)
+			CloseTransientFile(r->fd);
+		r->fd = -1;
+		batpak_segment_path(path, segno);
+		r->fd = OpenTransientFile(path, O_RDONLY | PG_BINARY);
+		if (r->fd < 0)
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not open segment file \"%s\": %m", path)));
+		r->segno = segno;
+		r->buf_len = 0;
+		r->next_off = 0;
+	}
+
+	/* sequential readers get large reads, random ones small reads */
+	if (off < r->buf_start || off + BATPAK_FRAME_HEADER_SIZE > r->buf_start + r->buf_len)
+		batpak_reader_fill(r, off, off == r->next_off ?
+						   BATPAK_READ_SEQUENTIAL : BATPAK_READ_RANDOM);
+	avail = r->buf_start + r->buf_len - off;
+	if (avail < BATPAK_FRAME_HEADER_SIZE)
+		return "position past the end of the segment";
+	need = BATPAK_FRAME_HEADER_SIZE + (Size) get_u32(r->buf + (off - r->buf_start));
+	if (need > avail && need <= MaxAllocHugeSize)
+	{
+		batpak_reader_fill(r, off, need);
+		avail = r->buf_len;
+	}
+	if (batpak_frame_decode(r->buf + (off - r->buf_start), avail, f, &why) != BATPAK_DECODE_OK)
+		return why;
+	r->next_off = off + BATPAK_FRAME_HEADER_SIZE + f->body_len;
+	return NULL;
+}
+
+void
+batpak_reader_read(BatpakReader *r, uint64 pos, BatpakFrame *f)
+{
+	const char *why = batpak_reader_try_read(r, pos, f);
+
+	if (why != NULL)
+		batpak_report_corrupt(BATPAK_POS_SEGNO(pos), BATPAK_POS_OFFSET(pos), why);
+}
+
+/* Segment header: magic, version, segno, store id, created at, CRC */
+void
+batpak_write_segment_header(int fd, uint32 segno, const uint8 *store_id)
+{
+	char		buf[BATPAK_SEGMENT_HEADER_SIZE];
+	pg_crc32c	crc;
+
+	memset(buf, 0, sizeof(buf));
+	memcpy(buf, BATPAK_SEGMENT_MAGIC, 8);
+	put_u32(buf + 8, BATPAK_FORMAT_VERSION);
+	put_u32(buf + 12, segno);
+	memcpy(buf + 16, store_id, 16);
+	put_u64(buf + 32, (uint64) GetCurrentTimestamp());
+	INIT_CRC32C(crc);
+	COMP_CRC32C(crc, buf, BATPAK_SEGMENT_HEADER_SIZE - 4);
+	FIN_CRC32C(crc);
+	put_u32(buf + BATPAK_SEGMENT_HEADER_SIZE - 4, crc);
+
+	errno = 0;
+	if (pg_pwrite(fd, buf, sizeof(buf), 0) != sizeof(buf))
+	{
+		if (errno == 0)
+			errno = ENOSPC;
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not write header of segment %08X.seg: %m", segno)));
+	}
+}
+
+/*
+ * Check a segment header.  With store_id all zero, the store id is taken
+ * from this header; otherwise it must match.
+ */
+bool
+batpak_check_segment_header(const char *buf, uint32 segno, uint8 *store_id,
+							const char **why)
+{
+	pg_crc32c	crc;
+	static const uint8 zero[16] = {0};
+
+	INIT_CRC32C(crc);
+	COMP_CRC32C(crc, buf, BATPAK_SEGMENT_HEADER_SIZE - 4);
+	FIN_CRC32C(crc);
+	if (memcmp(buf, BATPAK_SEGMENT_MAGIC, 8) != 0)
+		*why = "bad segment magic";
+	else if (!EQ_CRC32C(crc, get_u32(buf + BATPAK_SEGMENT_HEADER_SIZE - 4)))
+		*why = "segment header CRC mismatch";
+	else if (get_u32(buf + 8) != BATPAK_FORMAT_VERSION)
+		*why = "unsupported segment format version";
+	else if (get_u32(buf + 12) != segno)
+		*why = "segment number in header does not match file name";
+	else if (memcmp(store_id, zero, 16) != 0 && memcmp(store_id, buf + 16, 16) != 0)
+		*why = "segment belongs to another store";
+	else
+	{
+		memcpy(store_id, buf + 16, 16);
+		return true;
+	}
+	return false;
+}

@@ -1,0 +1,359 @@
+/*-------------------------------------------------------------------------
+ *
+ * submit.c
+ *	  The backend side of the submission queue: hand a request to the writer
+ *	  through this backend's slot and wait for the reply on our latch.
+ *
+ * A request is built in local memory (so that input errors cannot leak
+ * shared memory), copied into the writer's DSA area, and announced by
+ * moving the slot to SUBMITTED and setting the writer's latch.  The writer
+ * scans the slots, so there is no separate list to keep consistent.
+ *
+ * The wait must end, whatever happens: the writer replies (DONE), the writer
+ * exits (its exit hook sets every waiting backend's latch and the state to
+ * stopped), a new writer starts (the incarnation changes), the query is
+ * cancelled, or batpak.writer_timeout passes.  A request the writer never
+ * took is known not to be written, and is resubmitted to a restarted writer
+ * within the timeout.  A request the writer took but did not answer has an
+ * unknown outcome, and we say so (BP004); the slot is then ABANDONED and the
+ * writer frees the request instead of replying, so a late reply can never be
+ * mistaken for the answer to a later request of this backend.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "utils/memutils.h"
+
+#include "batpak.h"
+
+typedef enum BatpakWaitResult
+{
+	BATPAK_WAIT_DONE,
+	BATPAK_WAIT_RESUBMIT		/* writer went away before taking it */
+} BatpakWaitResult;
+
+static uint64 batpak_request_counter = 0;
+static bool batpak_exit_hook_registered = false;
+
+/* the request in flight, for cleanup at backend exit */
+static dsa_area *batpak_inflight_area = NULL;
+static dsa_pointer batpak_inflight_dp = InvalidDsaPointer;
+
+static BatpakSlot *
+batpak_my_slot(void)
+{
+	return &BatpakCtl->slots[MyProc->pgprocno];
+}
+
+static bool
+batpak_writer_gone(BatpakSlot *slot)
+{
+	return pg_atomic_read_u32(&BatpakCtl->incarnation) != slot->incarnation ||
+		pg_atomic_read_u32(&BatpakCtl->state) == BATPAK_STATE_STOPPED;
+}
+
+static void
+batpak_free_inflight(void)
+{
+	if (batpak_inflight_area != NULL && DsaPointerIsValid(batpak_inflight_dp))
+		dsa_free(batpak_inflight_area, batpak_inflight_dp);
+	batpak_inflight_area = NULL;
+	batpak_inflight_dp = InvalidDsaPointer;
+}
+
+/*
+ * Give up on the request in our slot.  Returns the slot state that we found:
+ * SUBMITTED (never taken: not written), PROCESSING (taken: unknown outcome)
+ * or DONE (answered: the caller may still use the reply).
+ */
+static uint32
+batpak_abandon(BatpakSlot *slot)
+{
+	uint32		expected = BATPAK_SLOT_SUBMITTED;
+
+	if (pg_atomic_compare_exchange_u32(&slot->state, &expected, BATPAK_SLOT_IDLE))
+	{
+		batpak_free_inflight();
+		return BATPAK_SLOT_SUBMITTED;
+	}
+	if (expected == BATPAK_SLOT_PROCESSING)
+	{
+		if (batpak_writer_gone(slot))
+		{
+			/* nobody will touch it again: the writer that took it is gone */
+			pg_atomic_write_u32(&slot->state, BATPAK_SLOT_IDLE);
+			batpak_free_inflight();
+			return BATPAK_SLOT_PROCESSING;
+		}
+		if (pg_atomic_compare_exchange_u32(&slot->state, &expected,
+										   BATPAK_SLOT_ABANDONED))
+		{
+			/* the writer frees the request when it is done with it */
+			batpak_inflight_area = NULL;
+			batpak_inflight_dp = InvalidDsaPointer;
+			return BATPAK_SLOT_PROCESSING;
+		}
+	}
+	/* DONE (possibly just now): we own the slot again */
+	if (expected != BATPAK_SLOT_DONE)
+		elog(ERROR, "batpak submission slot in unexpected state %u", expected);
+	return BATPAK_SLOT_DONE;
+}
+
+static void
+batpak_exit_hook(int code, Datum arg)
+{
+	BatpakSlot *slot;
+	uint32		state;
+
+	if (BatpakCtl == NULL || MyProc == NULL)
+		return;
+	slot = batpak_my_slot();
+	state = pg_atomic_read_u32(&slot->state);
+	if (state == BATPAK_SLOT_IDLE || state == BATPAK_SLOT_ABANDONED)
+		return;
+	if (batpak_abandon(slot) == BATPAK_SLOT_DONE)
+	{
+		batpak_free_inflight();
+		pg_atomic_write_u32(&slot->state, BATPAK_SLOT_IDLE);
+	}
+}
+
+/* Allocate a local request with room for the events and the receipts */
+BatpakRequest *
+batpak_request_create(uint32 nevents, Size events_size)
+{
+	Size		receipts_off = MAXALIGN(offsetof(BatpakRequest, events) + events_size);
+	Size		total = receipts_off + (Size) nevents * sizeof(BatpakReceipt);
+	BatpakRequest *req;
+
+	if (total > BATPAK_MAX_REQUEST_SIZE)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("append request is too large"),
+				 errdetail("The request needs %zu bytes; the limit is %zu.",
+						   total, BATPAK_MAX_REQUEST_SIZE)));
+	req = MemoryContextAllocExtended(CurrentMemoryContext, total,
+									 MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+	req->nevents = nevents;
+	req->total_size = total;
+	req->receipts_off = receipts_off;
+	req->synchronous = batpak_synchronous_commit;
+	return req;
+}
+
+/* Wait until our slot is free again after an earlier abandoned request */
+static void
+batpak_wait_slot_idle(BatpakSlot *slot, TimestampTz deadline)
+{
+	for (;;)
+	{
+		uint32		state = pg_atomic_read_u32(&slot->state);
+		long		remaining;
+
+		if (state == BATPAK_SLOT_IDLE)
+			return;
+		if (state == BATPAK_SLOT_ABANDONED && batpak_writer_gone(slot))
+		{
+			pg_atomic_write_u32(&slot->state, BATPAK_SLOT_IDLE);
+			return;
+		}
+		if (state != BATPAK_SLOT_ABANDONED)
+			elog(ERROR, "batpak submission slot in unexpected state %u", state);
+		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (remaining <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_BATPAK_WRITER_UNAVAILABLE),
+					 errmsg("batpak writer did not finish an earlier append of this session within batpak.writer_timeout")));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 remaining, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+static void
+batpak_take_reply(BatpakSlot *slot, BatpakRequest *req)
+{
+	BatpakRequest *shared = dsa_get_address(batpak_inflight_area, batpak_inflight_dp);
+
+	req->status = shared->status;
+	req->sqlerrcode = shared->sqlerrcode;
+	memcpy(req->errmsg, shared->errmsg, sizeof(req->errmsg));
+	memcpy(req->errdetail, shared->errdetail, sizeof(req->errdetail));
+	if (shared->status == BATPAK_REPLY_OK)
+		memcpy(BATPAK_REQ_RECEIPTS(req), BATPAK_REQ_RECEIPTS(shared),
+			   sizeof(BatpakReceipt) * req->nevents);
+	batpak_free_inflight();
+	pg_atomic_write_u32(&slot->state, BATPAK_SLOT_IDLE);
+}
+
+static BatpakWaitResult
+batpak_wait_reply(BatpakSlot *slot, BatpakRequest *req, TimestampTz deadline)
+{
+	for (;;)
+	{
+		uint32		state = pg_atomic_read_u32(&slot->state);
+		long		remaining;
+
+		if (state == BATPAK_SLOT_DONE)
+		{
+			batpak_take_reply(slot, req);
+			return BATPAK_WAIT_DONE;
+		}
+		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (batpak_writer_gone(slot) || remaining <= 0)
+		{
+			switch (batpak_abandon(slot))
+			{
+				case BATPAK_SLOT_DONE:
+					continue;
+				case BATPAK_SLOT_SUBMITTED:
+					if (remaining > 0)
+						return BATPAK_WAIT_RESUBMIT;
+					ereport(ERROR,
+							(errcode(ERRCODE_BATPAK_WRITER_UNAVAILABLE),
+							 errmsg("batpak writer did not take the append within batpak.writer_timeout (%d ms)",
+									batpak_writer_timeout_ms),
+							 errdetail("Nothing was written."),
+							 errhint("Check that the batpak writer is running; see the server log.")));
+					break;
+				default:
+					ereport(ERROR,
+							(errcode(ERRCODE_BATPAK_OUTCOME_UNKNOWN),
+							 errmsg("outcome of the append is unknown: %s",
+									remaining <= 0 ? "the writer did not answer within batpak.writer_timeout" :
+									"the writer stopped while writing it"),
+							 errhint("Retry with the same idempotency key, or look the event up, to learn whether it was written.")));
+			}
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 remaining, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * Submit req to the writer and wait for its reply.  On return req holds the
+ * receipts; a refusal by the writer is raised as the error it sent.
+ */
+void
+batpak_submit_and_wait(BatpakRequest *req)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   batpak_writer_timeout_ms);
+	BatpakSlot *slot;
+	BatpakWaitResult result;
+
+	if (!batpak_exit_hook_registered)
+	{
+		before_shmem_exit(batpak_exit_hook, (Datum) 0);
+		batpak_exit_hook_registered = true;
+	}
+	slot = batpak_my_slot();
+
+	do
+	{
+		BatpakIndex *idx;
+		dsa_pointer dp;
+		uint32		expected = BATPAK_SLOT_IDLE;
+		Latch	   *writer_latch;
+
+		if (!batpak_wait_for_ready(deadline))
+		{
+			uint32		state = pg_atomic_read_u32(&BatpakCtl->state);
+
+			if (state == BATPAK_STATE_FAILED)
+				batpak_report_failed();
+			ereport(ERROR,
+					(errcode(ERRCODE_BATPAK_WRITER_UNAVAILABLE),
+					 errmsg("batpak writer is not available (state: %s)",
+							batpak_state_name(state)),
+					 errdetail("Waited %d ms (batpak.writer_timeout); nothing was written.",
+							   batpak_writer_timeout_ms),
+					 errhint("Check that batpak is in shared_preload_libraries and see the server log for the writer's messages.")));
+		}
+		idx = batpak_attach_index(true);
+		batpak_wait_slot_idle(slot, deadline);
+
+		dp = dsa_allocate_extended(idx->area, req->total_size,
+								   DSA_ALLOC_HUGE | DSA_ALLOC_NO_OOM);
+		if (!DsaPointerIsValid(dp))
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of shared memory for a batpak request of %zu bytes",
+							req->total_size)));
+		memcpy(dsa_get_address(idx->area, dp), req, req->receipts_off);
+		batpak_inflight_area = idx->area;
+		batpak_inflight_dp = dp;
+
+		slot->request = dp;
+		slot->incarnation = idx->incarnation;
+		slot->request_id = ++batpak_request_counter;
+		slot->latch = MyLatch;
+		if (!pg_atomic_compare_exchange_u32(&slot->state, &expected,
+											BATPAK_SLOT_SUBMITTED))
+			elog(ERROR, "batpak submission slot in unexpected state %u", expected);
+		writer_latch = BatpakCtl->writer_latch;
+		if (writer_latch != NULL)
+			SetLatch(writer_latch);
+
+		PG_TRY();
+		{
+			result = batpak_wait_reply(slot, req, deadline);
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+			MemoryContext oldcxt;
+
+			uint32		st = pg_atomic_read_u32(&slot->state);
+
+			/* our own errors above leave the slot settled: pass them on */
+			if (st == BATPAK_SLOT_IDLE || st == BATPAK_SLOT_ABANDONED)
+				PG_RE_THROW();
+
+			/*
+			 * Interrupted (cancel, statement timeout) with the request still
+			 * out: withdraw it.  If the writer had already taken it, the
+			 * caller must learn that the outcome is unknown.
+			 */
+			switch (batpak_abandon(slot))
+			{
+				case BATPAK_SLOT_DONE:
+					batpak_free_inflight();
+					pg_atomic_write_u32(&slot->state, BATPAK_SLOT_IDLE);
+					PG_RE_THROW();
+					break;
+				case BATPAK_SLOT_SUBMITTED:
+					PG_RE_THROW();
+					break;
+				default:
+					break;
+			}
+			oldcxt = MemoryContextSwitchTo(ErrorContext);
+			edata = CopyErrorData();
+			MemoryContextSwitchTo(oldcxt);
+			FlushErrorState();
+			ereport(ERROR,
+					(errcode(ERRCODE_BATPAK_OUTCOME_UNKNOWN),
+					 errmsg("outcome of the append is unknown: %s", edata->message),
+					 errdetail("The writer had already taken the append when the wait was interrupted."),
+					 errhint("Retry with the same idempotency key, or look the event up, to learn whether it was written.")));
+		}
+		PG_END_TRY();
+	} while (result == BATPAK_WAIT_RESUBMIT);
+
+	if (req->status != BATPAK_REPLY_OK)
+		ereport(ERROR,
+				(errcode(req->sqlerrcode),
+				 errmsg_internal("%s", req->errmsg),
+				 req->errdetail[0] ? errdetail_internal("%s", req->errdetail) : 0));
+}

@@ -1,0 +1,1389 @@
+/*-------------------------------------------------------------------------
+ *
+ * writer.c
+ *	  The batpak writer: the background worker that alone writes the segment
+ *	  files.  It rebuilds the index from the segments at start-up, then
+ *	  serves appends in groups: take every submitted request, validate and
+ *	  frame them, write the frames, fdatasync once for the whole group,
+ *	  publish the events in the index, move the frontiers and reply.
+ *
+ * Crash safety rests on three rules:
+ *	- nothing is published (visible to readers) or acknowledged before its
+ *	  frames are written, and, for synchronous appends, synced;
+ *	- a batch is bracketed by BEGIN/END flags and never spans segments, so
+ *	  recovery can discard a batch whose END did not reach the disk;
+ *	- after any failed write or sync the writer exits and its successor
+ *	  rebuilds everything from what is actually in the files.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "access/xact.h"
+#include "common/file_perm.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/fd.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+
+#include "batpak.h"
+
+/* An entity's head as the group in hand sees it */
+typedef struct WriterHead
+{
+	uint8		key[BATPAK_KEY_LEN];
+	uint64		last_seq;
+	uint8		last_hash[BATPAK_HASH_LEN];
+} WriterHead;
+
+/* Undo record: a head's value before a request changed it */
+typedef struct WriterUndo
+{
+	WriterHead *head;
+	uint64		last_seq;
+	uint8		last_hash[BATPAK_HASH_LEN];
+} WriterUndo;
+
+/* An event to enter in the index once its frame is durable */
+typedef struct WriterPub
+{
+	uint64		global_seq;
+	uint64		entity_seq;
+	uint64		pos;
+	uint8		key[BATPAK_KEY_LEN];
+	uint8		hash[BATPAK_HASH_LEN];
+	bool		has_idem;
+	bool		has_corr;
+	uint8		idem[BATPAK_KEY_LEN];
+	pg_uuid_t	corr;
+} WriterPub;
+
+/* A stretch of the group buffer destined for one segment file */
+typedef struct WriterExtent
+{
+	int			fd;
+	uint32		segno;
+	uint64		file_off;
+	Size		buf_off;
+	Size		len;
+} WriterExtent;
+
+typedef struct WriterGroupReq
+{
+	int			slotno;
+	dsa_pointer dp;
+	BatpakRequest *req;
+	bool		ok;
+	Size		pub_start;
+	Size		pub_end;
+} WriterGroupReq;
+
+/* In-group idempotency keys: key -> receipt of the event that used it */
+typedef struct WriterIdem
+{
+	uint8		key[BATPAK_KEY_LEN];
+	BatpakReceipt receipt;
+} WriterIdem;
+
+typedef struct WriterState
+{
+	dsa_area   *area;
+	BatpakIndex idx;
+	uint32		incarnation;
+	uint8		store_id[16];
+
+	/* current segment */
+	uint32		segno;
+	int			fd;
+	uint64		write_off;		/* end of data, including the group buffer */
+
+	/* the group in hand */
+	char	   *buf;
+	Size		buf_len;
+	Size		buf_cap;
+	WriterExtent *extents;
+	int			nextents;
+	int			maxextents;
+	WriterPub  *pubs;
+	Size		npubs;
+	Size		maxpubs;
+	WriterUndo *undo;
+	Size		nundo;
+	Size		maxundo;
+	HTAB	   *heads;
+	HTAB	   *group_idem;
+	uint64		next_seq;		/* next global sequence to assign */
+	uint64		published_seq;	/* last global sequence in the index */
+
+	/* asynchronous appends written but not yet synced */
+	bool		unsynced;
+	TimestampTz unsynced_since;
+
+	BatpakReader reader;
+	MemoryContext group_cxt;
+} WriterState;
+
+static WriterState W;
+
+static void
+writer_exit_hook(int code, Datum arg)
+{
+	int			i;
+
+	if (BatpakCtl == NULL)
+		return;
+	LWLockAcquire(&BatpakCtl->lock, LW_EXCLUSIVE);
+	BatpakCtl->writer_pid = 0;
+	BatpakCtl->writer_latch = NULL;
+	LWLockRelease(&BatpakCtl->lock);
+	batpak_set_state(BATPAK_STATE_STOPPED);
+
+	/* wake every waiting backend so that it notices we are gone */
+	for (i = 0; i < BatpakCtl->nslots; i++)
+	{
+		BatpakSlot *slot = &BatpakCtl->slots[i];
+		uint32		state = pg_atomic_read_u32(&slot->state);
+
+		if ((state == BATPAK_SLOT_SUBMITTED || state == BATPAK_SLOT_PROCESSING) &&
+			slot->latch != NULL)
+			SetLatch(slot->latch);
+	}
+}
+
+static void
+writer_fail_store(const char *fmt,...) pg_attribute_printf(1, 2);
+
+/*
+ * Enter the failed state: stay up, refuse every request with the reason.
+ * Used for corruption found at start-up, which no restart would cure.
+ */
+static void
+writer_fail_store(const char *fmt,...)
+{
+	va_list		ap;
+	char		msg[sizeof(BatpakCtl->failure)];
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+
+	LWLockAcquire(&BatpakCtl->lock, LW_EXCLUSIVE);
+	strlcpy(BatpakCtl->failure, msg, sizeof(BatpakCtl->failure));
+	LWLockRelease(&BatpakCtl->lock);
+	ereport(WARNING,
+			(errcode(ERRCODE_DATA_CORRUPTED),
+			 errmsg("batpak store is unavailable: %s", msg),
+			 errhint("The writer refuses appends and reads until the damaged segment is repaired or restored.")));
+	batpak_set_state(BATPAK_STATE_FAILED);
+}
+
+/* ----------------------------------------------------------------
+ * Entity heads of the group in hand
+ * ----------------------------------------------------------------
+ */
+static void
+writer_reset_group_tables(void)
+{
+	HASHCTL		ctl;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = BATPAK_KEY_LEN;
+	ctl.entrysize = sizeof(WriterHead);
+	ctl.hcxt = W.group_cxt;
+	W.heads = hash_create("batpak heads", 256, &ctl,
+						  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	ctl.entrysize = sizeof(WriterIdem);
+	W.group_idem = hash_create("batpak group keys", 64, &ctl,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	W.npubs = 0;
+	W.nundo = 0;
+	W.buf_len = 0;
+	W.nextents = 0;
+}
+
+static WriterHead *
+writer_head(const uint8 *key)
+{
+	WriterHead *h;
+	bool		found;
+
+	h = hash_search(W.heads, key, HASH_ENTER, &found);
+	if (!found)
+	{
+		if (!batpak_index_stream_head(&W.idx, key, &h->last_seq, h->last_hash))
+		{
+			h->last_seq = 0;
+			memset(h->last_hash, 0, BATPAK_HASH_LEN);
+		}
+	}
+	return h;
+}
+
+static void
+writer_push_undo(WriterHead *h)
+{
+	if (W.nundo >= W.maxundo)
+	{
+		W.maxundo = Max(W.maxundo * 2, 1024);
+		W.undo = repalloc_huge(W.undo, W.maxundo * sizeof(WriterUndo));
+	}
+	W.undo[W.nundo].head = h;
+	W.undo[W.nundo].last_seq = h->last_seq;
+	memcpy(W.undo[W.nundo].last_hash, h->last_hash, BATPAK_HASH_LEN);
+	W.nundo++;
+}
+
+static WriterPub *
+writer_push_pub(void)
+{
+	if (W.npubs >= W.maxpubs)
+	{
+		W.maxpubs = Max(W.maxpubs * 2, 1024);
+		W.pubs = repalloc_huge(W.pubs, W.maxpubs * sizeof(WriterPub));
+	}
+	return &W.pubs[W.npubs++];
+}
+
+/* Enter pubs[from, to) in the index */
+static void
+writer_publish(Size from, Size to)
+{
+	for (Size i = from; i < to; i++)
+	{
+		WriterPub  *p = &W.pubs[i];
+
+		batpak_index_set_seq_pos(&W.idx, p->global_seq, p->pos);
+		batpak_index_add_stream_event(&W.idx, p->key, p->entity_seq,
+									  p->global_seq, p->hash);
+		if (p->has_idem)
+			batpak_index_add_idem(&W.idx, p->idem, p->global_seq);
+		if (p->has_corr)
+			batpak_index_add_corr(&W.idx, &p->corr, p->global_seq);
+		W.published_seq = p->global_seq;
+	}
+}
+
+/* ----------------------------------------------------------------
+ * Segment files
+ * ----------------------------------------------------------------
+ */
+static int
+writer_open_segment(uint32 segno, bool create)
+{
+	char		path[MAXPGPATH];
+	int			fd;
+
+	batpak_segment_path(path, segno);
+	fd = BasicOpenFilePerm(path, O_RDWR | PG_BINARY | (create ? O_CREAT | O_EXCL : 0),
+						   pg_file_create_mode);
+	if (fd < 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not open segment file \"%s\": %m", path)));
+	return fd;
+}
+
+static void
+writer_fsync_fd(int fd, uint32 segno)
+{
+	if (pg_fdatasync(fd) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_IO_ERROR),
+				 errmsg("could not fdatasync segment %08X.seg: %m", segno)));
+	pg_atomic_fetch_add_u64(&BatpakCtl->counters.fsyncs, 1);
+}
+
+/*
+ * Create segment segno durably: header written and synced, directory entry
+ * synced, before any frame goes into it.
+ */
+static int
+writer_create_segment(uint32 segno)
+{
+	int			fd;
+
+	if (segno > BATPAK_MAX_SEGMENTS)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("batpak store has reached its maximum number of segments")));
+	fd = writer_open_segment(segno, true);
+	batpak_write_segment_header(fd, segno, W.store_id);
+	if (pg_fsync(fd) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_IO_ERROR),
+				 errmsg("could not fsync segment %08X.seg: %m", segno)));
+	fsync_fname(BATPAK_DIR, true);
+	pg_atomic_fetch_add_u32(&BatpakCtl->segments, 1);
+	pg_atomic_fetch_add_u64(&BatpakCtl->store_bytes, BATPAK_SEGMENT_HEADER_SIZE);
+	return fd;
+}
+
+static WriterExtent *
+writer_current_extent(void)
+{
+	WriterExtent *e;
+
+	if (W.nextents > 0 && W.extents[W.nextents - 1].segno == W.segno)
+		return &W.extents[W.nextents - 1];
+	if (W.nextents >= W.maxextents)
+	{
+		W.maxextents = Max(W.maxextents * 2, 4);
+		W.extents = repalloc(W.extents, W.maxextents * sizeof(WriterExtent));
+	}
+	e = &W.extents[W.nextents++];
+	e->fd = W.fd;
+	e->segno = W.segno;
+	e->file_off = W.write_off;
+	e->buf_off = W.buf_len;
+	e->len = 0;
+	return e;
+}
+
+/* Start a new segment; the old one stays open until the group is synced */
+static void
+writer_rotate(void)
+{
+	/*
+	 * Make sure the old segment is among the group's extents, so that the
+	 * group syncs it (it may hold unsynced asynchronous appends) and closes
+	 * it.  A group that rotates always syncs, see writer_serve_group.
+	 */
+	(void) writer_current_extent();
+	W.fd = writer_create_segment(W.segno + 1);
+	W.segno++;
+	W.write_off = BATPAK_SEGMENT_HEADER_SIZE;
+}
+
+static char *
+writer_reserve(Size len)
+{
+	WriterExtent *e = writer_current_extent();
+	char	   *dst;
+
+	if (W.buf_len + len > W.buf_cap)
+	{
+		Size		newcap = Max(W.buf_cap * 2, W.buf_len + len);
+
+		W.buf = repalloc_huge(W.buf, newcap);
+		W.buf_cap = newcap;
+	}
+	dst = W.buf + W.buf_len;
+	W.buf_len += len;
+	e->len += len;
+	W.write_off += len;
+	return dst;
+}
+
+/* Write every extent of the group, then sync each file touched once */
+static void
+writer_write_group(bool sync)
+{
+	for (int i = 0; i < W.nextents; i++)
+	{
+		WriterExtent *e = &W.extents[i];
+		Size		done = 0;
+
+		while (done < e->len)
+		{
+			ssize_t		n;
+
+			errno = 0;
+			n = pg_pwrite(e->fd, W.buf + e->buf_off + done, e->len - done,
+						  (off_t) (e->file_off + done));
+			if (n <= 0)
+			{
+				if (errno == 0)
+					errno = ENOSPC;
+				ereport(ERROR,
+						(errcode(ERRCODE_IO_ERROR),
+						 errmsg("could not write segment %08X.seg at offset " UINT64_FORMAT ": %m",
+								e->segno, e->file_off + done)));
+			}
+			done += n;
+		}
+		pg_atomic_fetch_add_u64(&BatpakCtl->counters.bytes_written, e->len);
+		pg_atomic_fetch_add_u64(&BatpakCtl->store_bytes, e->len);
+	}
+	if (sync)
+	{
+		for (int i = 0; i < W.nextents; i++)
+			writer_fsync_fd(W.extents[i].fd, W.extents[i].segno);
+		W.unsynced = false;
+	}
+	/* files of earlier segments are complete now */
+	for (int i = 0; i < W.nextents; i++)
+		if (W.extents[i].fd != W.fd)
+			close(W.extents[i].fd);
+}
+
+/* ----------------------------------------------------------------
+ * Requests
+ * ----------------------------------------------------------------
+ */
+static void
+writer_set_error(BatpakRequest *req, int sqlerrcode, const char *detail,
+				 const char *fmt,...) pg_attribute_printf(4, 5);
+
+static void
+writer_set_error(BatpakRequest *req, int sqlerrcode, const char *detail,
+				 const char *fmt,...)
+{
+	va_list		ap;
+
+	req->status = BATPAK_REPLY_ERROR;
+	req->sqlerrcode = sqlerrcode;
+	va_start(ap, fmt);
+	vsnprintf(req->errmsg, sizeof(req->errmsg), fmt, ap);
+	va_end(ap);
+	strlcpy(req->errdetail, detail ? detail : "", sizeof(req->errdetail));
+}
+
+/* Receipt of a stored event, read back from its frame */
+static void
+writer_receipt_of(uint64 seq, BatpakReceipt *r)
+{
+	BatpakFrame f;
+
+	batpak_reader_read(&W.reader, batpak_index_seq_pos(&W.idx, seq), &f);
+	r->event_id = f.event_id;
+	r->global_seq = f.global_seq;
+	r->entity_seq = f.entity_seq;
+	r->committed_at = f.committed_at;
+	memcpy(r->event_hash, f.event_hash, BATPAK_HASH_LEN);
+	memcpy(r->prev_hash, f.prev_hash, BATPAK_HASH_LEN);
+}
+
+/* Look an event id up among published events; true if it is there */
+static bool
+writer_find_event(const pg_uuid_t *id, BatpakFrame *f)
+{
+	uint64		seq;
+
+	if (!batpak_seq_from_uuid(id, &seq) || seq > W.published_seq)
+		return false;
+	batpak_reader_read(&W.reader, batpak_index_seq_pos(&W.idx, seq), f);
+	return memcmp(f->event_id.data, id->data, 16) == 0;
+}
+
+static inline BatpakEventReq *
+writer_next_event(BatpakEventReq *ev)
+{
+	return (BatpakEventReq *) ((char *) ev + ev->size);
+}
+
+/* Structural check of a request: a backend bug must not crash the writer */
+static bool
+writer_request_sane(BatpakRequest *req)
+{
+	char	   *p = req->events;
+	char	   *end = (char *) req + req->receipts_off;
+
+	if (req->receipts_off > req->total_size ||
+		req->total_size - req->receipts_off < (Size) req->nevents * sizeof(BatpakReceipt))
+		return false;
+	for (uint32 i = 0; i < req->nevents; i++)
+	{
+		BatpakEventReq *ev = (BatpakEventReq *) p;
+
+		if (p + offsetof(BatpakEventReq, data) > end ||
+			ev->size < offsetof(BatpakEventReq, data) || ev->size > (Size) (end - p) ||
+			offsetof(BatpakEventReq, data) + (Size) ev->entity_len + ev->scope_len +
+			ev->kind_len + ev->idem_len + ev->payload_len + ev->metadata_len > ev->size ||
+			ev->entity_len == 0 || ev->kind_len == 0)
+			return false;
+		p += ev->size;
+	}
+	return true;
+}
+
+/*
+ * Validate a request against the store and the group so far, assign
+ * sequences and frame its events into the group buffer.  Returns false with
+ * the reply filled in when the request is refused; the caller then undoes
+ * whatever this request changed.
+ */
+static bool
+writer_build_request(BatpakRequest *req, TimestampTz committed_at)
+{
+	BatpakReceipt *receipts = BATPAK_REQ_RECEIPTS(req);
+	BatpakEventReq *ev;
+	bool	   *dup;
+	Size		bytes = 0;
+	uint32		nwrite = 0;
+	uint32		written = 0;
+	uint32		i;
+
+	if (!writer_request_sane(req))
+	{
+		writer_set_error(req, ERRCODE_INTERNAL_ERROR, NULL,
+						 "malformed batpak request");
+		return false;
+	}
+
+	/* pass 1: idempotency hits, and the size of what is to be written */
+	dup = palloc0(sizeof(bool) * Max(req->nevents, 1));
+	ev = (BatpakEventReq *) req->events;
+	for (i = 0; i < req->nevents; i++, ev = writer_next_event(ev))
+	{
+		if (ev->idem_len > 0)
+		{
+			uint8		key[BATPAK_KEY_LEN];
+			const char *idem = ev->data + ev->entity_len + ev->scope_len + ev->kind_len;
+			WriterIdem *gi;
+			uint64		seq;
+
+			batpak_hash_key(idem, ev->idem_len, key);
+			gi = hash_search(W.group_idem, key, HASH_FIND, NULL);
+			if (gi != NULL)
+			{
+				receipts[i] = gi->receipt;
+				dup[i] = true;
+			}
+			else if (batpak_index_find_idem(&W.idx, key, &seq))
+			{
+				BatpakFrame f;
+
+				batpak_reader_read(&W.reader, batpak_index_seq_pos(&W.idx, seq), &f);
+				if (f.idem_len != ev->idem_len || memcmp(f.idem, idem, f.idem_len) != 0)
+				{
+					writer_set_error(req, ERRCODE_INTERNAL_ERROR, NULL,
+									 "idempotency key hash collision");
+					return false;
+				}
+				writer_receipt_of(seq, &receipts[i]);
+				dup[i] = true;
+			}
+			if (dup[i])
+			{
+				pg_atomic_fetch_add_u64(&BatpakCtl->counters.idempotent_hits, 1);
+				continue;
+			}
+		}
+		bytes += batpak_frame_size(ev);
+		nwrite++;
+	}
+	if (nwrite == 0)
+		return true;
+
+	/* a request never spans segments: rotate first if it would not fit */
+	if (W.write_off > BATPAK_SEGMENT_HEADER_SIZE &&
+		W.write_off + bytes > (uint64) batpak_segment_size_kb * 1024)
+		writer_rotate();
+
+	/* pass 2: sequences, checks, frames */
+	ev = (BatpakEventReq *) req->events;
+	for (i = 0; i < req->nevents; i++, ev = writer_next_event(ev))
+	{
+		uint8		key[BATPAK_KEY_LEN];
+		WriterHead *h;
+		WriterPub  *pub;
+		pg_uuid_t	event_id;
+		pg_uuid_t	correlation;
+		uint32		flags = 0;
+		Size		fsize;
+		char	   *dst;
+		uint64		pos;
+
+		if (dup[i])
+			continue;
+		batpak_hash_key(ev->data, ev->entity_len, key);
+		h = writer_head(key);
+		if (ev->has_expected && (uint64) ev->expected_sequence != h->last_seq)
+		{
+			char		detail[256];
+
+			snprintf(detail, sizeof(detail),
+					 "Expected sequence " INT64_FORMAT ", actual sequence " UINT64_FORMAT ".",
+					 ev->expected_sequence, h->last_seq);
+			writer_set_error(req, ERRCODE_BATPAK_SEQUENCE_MISMATCH, detail,
+							 "wrong expected sequence for entity \"%.*s\": expected " INT64_FORMAT ", actual " UINT64_FORMAT,
+							 (int) Min(ev->entity_len, 200), ev->data,
+							 ev->expected_sequence, h->last_seq);
+			return false;
+		}
+		if (W.next_seq >= BATPAK_MAX_EVENTS)
+		{
+			writer_set_error(req, ERRCODE_PROGRAM_LIMIT_EXCEEDED, NULL,
+							 "batpak store is full");
+			return false;
+		}
+
+		batpak_uuid_for_seq(W.next_seq, &event_id);
+		if (ev->has_correlation)
+			correlation = ev->correlation_id;
+		else
+			correlation = event_id;
+		if (ev->has_causation)
+		{
+			BatpakFrame cause;
+
+			if (!writer_find_event(&ev->causation_id, &cause))
+			{
+				writer_set_error(req, ERRCODE_FOREIGN_KEY_VIOLATION,
+								 "causation_id must name an event already in the store.",
+								 "causation event %s does not exist",
+								 DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&ev->causation_id))));
+				return false;
+			}
+			if (!ev->has_correlation)
+				correlation = cause.correlation_id;
+		}
+
+		if (written == 0)
+			flags |= BATPAK_FLAG_BATCH_BEGIN;
+		if (written == nwrite - 1)
+			flags |= BATPAK_FLAG_BATCH_END;
+		fsize = batpak_frame_size(ev);
+		pos = BATPAK_POS(W.segno, W.write_off);
+		dst = writer_reserve(fsize);
+
+		writer_push_undo(h);
+		receipts[i].event_id = event_id;
+		receipts[i].global_seq = W.next_seq;
+		receipts[i].entity_seq = h->last_seq + 1;
+		receipts[i].committed_at = committed_at;
+		memcpy(receipts[i].prev_hash, h->last_hash, BATPAK_HASH_LEN);
+		batpak_frame_build(dst, ev, W.next_seq, h->last_seq + 1, &event_id,
+						   &correlation, committed_at, flags, h->last_hash,
+						   receipts[i].event_hash);
+
+		pub = writer_push_pub();
+		pub->global_seq = W.next_seq;
+		pub->entity_seq = h->last_seq + 1;
+		pub->pos = pos;
+		memcpy(pub->key, key, BATPAK_KEY_LEN);
+		memcpy(pub->hash, receipts[i].event_hash, BATPAK_HASH_LEN);
+		pub->has_idem = ev->idem_len > 0;
+		if (pub->has_idem)
+		{
+			WriterIdem *gi;
+
+			batpak_hash_key(ev->data + ev->entity_len + ev->scope_len + ev->kind_len,
+							ev->idem_len, pub->idem);
+			gi = hash_search(W.group_idem, pub->idem, HASH_ENTER, NULL);
+			gi->receipt = receipts[i];
+		}
+		pub->has_corr = memcmp(correlation.data, event_id.data, 16) != 0;
+		pub->corr = correlation;
+
+		h->last_seq++;
+		memcpy(h->last_hash, receipts[i].event_hash, BATPAK_HASH_LEN);
+		W.next_seq++;
+		written++;
+	}
+	return true;
+}
+
+/*
+ * Undo the effects of a refused request on the group state: heads, group
+ * keys, sequences and the buffer.  Everything it added is at the end.
+ */
+static void
+writer_undo_request(Size undo_mark, Size pub_mark, Size buf_mark,
+					uint64 seq_mark, uint32 segno_mark)
+{
+	while (W.nundo > undo_mark)
+	{
+		WriterUndo *u = &W.undo[--W.nundo];
+
+		u->head->last_seq = u->last_seq;
+		memcpy(u->head->last_hash, u->last_hash, BATPAK_HASH_LEN);
+	}
+	for (Size i = pub_mark; i < W.npubs; i++)
+		if (W.pubs[i].has_idem)
+			hash_search(W.group_idem, W.pubs[i].idem, HASH_REMOVE, NULL);
+	W.npubs = pub_mark;
+	if (W.buf_len > buf_mark)
+	{
+		Size		added = W.buf_len - buf_mark;
+
+		/* a request lies within one segment: the last extent */
+		W.extents[W.nextents - 1].len -= added;
+		W.write_off -= added;
+		W.buf_len = buf_mark;
+	}
+	(void) segno_mark;
+	W.next_seq = seq_mark;
+}
+
+/* Process one request inside the group; errors fail only this request */
+static void
+writer_process_request(WriterGroupReq *g, TimestampTz committed_at)
+{
+	BatpakRequest *req = g->req;
+	Size		undo_mark = W.nundo;
+	Size		pub_mark = W.npubs;
+	Size		buf_mark = W.buf_len;
+	uint64		seq_mark = W.next_seq;
+	uint32		segno_mark = W.segno;
+	MemoryContext oldcxt = CurrentMemoryContext;
+	bool		ok;
+
+	pg_atomic_fetch_add_u64(&BatpakCtl->counters.requests, 1);
+	req->status = BATPAK_REPLY_OK;
+	PG_TRY();
+	{
+		ok = writer_build_request(req, committed_at);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		writer_set_error(req, edata->sqlerrcode, edata->detail, "%s", edata->message);
+		ereport(LOG,
+				(errmsg("batpak writer refused an append: %s", edata->message)));
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+
+	if (!ok)
+	{
+		writer_undo_request(undo_mark, pub_mark, buf_mark, seq_mark, segno_mark);
+		pg_atomic_fetch_add_u64(&BatpakCtl->counters.requests_failed, 1);
+	}
+	g->ok = ok;
+	g->pub_start = pub_mark;
+	g->pub_end = W.npubs;
+}
+
+static void
+writer_reply(WriterGroupReq *g)
+{
+	BatpakSlot *slot = &BatpakCtl->slots[g->slotno];
+	uint32		expected = BATPAK_SLOT_PROCESSING;
+
+	if (!pg_atomic_compare_exchange_u32(&slot->state, &expected, BATPAK_SLOT_DONE))
+	{
+		/* the backend gave up on it: the request is ours to free */
+		Assert(expected == BATPAK_SLOT_ABANDONED);
+		dsa_free(W.area, g->dp);
+		pg_atomic_write_u32(&slot->state, BATPAK_SLOT_IDLE);
+	}
+	if (slot->latch != NULL)
+		SetLatch(slot->latch);
+}
+
+/* Take every submitted request of this incarnation, up to the soft limit */
+static int
+writer_collect(WriterGroupReq *group)
+{
+	int			n = 0;
+	Size		bytes = 0;
+
+	for (int i = 0; i < BatpakCtl->nslots && bytes < BATPAK_GROUP_SOFT_LIMIT; i++)
+	{
+		BatpakSlot *slot = &BatpakCtl->slots[i];
+		uint32		expected = BATPAK_SLOT_SUBMITTED;
+
+		if (pg_atomic_read_u32(&slot->state) != BATPAK_SLOT_SUBMITTED)
+			continue;
+		if (slot->incarnation != W.incarnation)
+		{
+			/* meant for a writer that is gone: make the backend resubmit */
+			if (slot->latch != NULL)
+				SetLatch(slot->latch);
+			continue;
+		}
+		if (!pg_atomic_compare_exchange_u32(&slot->state, &expected,
+											BATPAK_SLOT_PROCESSING))
+			continue;
+		group[n].slotno = i;
+		group[n].dp = slot->request;
+		group[n].req = dsa_get_address(W.area, slot->request);
+		group[n].ok = false;
+		bytes += group[n].req->total_size;
+		n++;
+	}
+	return n;
+}
+
+static void
+writer_refuse_all(WriterGroupReq *group, int n, int sqlerrcode,
+				  const char *msg, const char *detail)
+{
+	for (int i = 0; i < n; i++)
+	{
+		writer_set_error(group[i].req, sqlerrcode, detail, "%s", msg);
+		writer_reply(&group[i]);
+	}
+}
+
+/*
+ * Serve one group.  Returns the number of requests handled (0 when there
+ * was nothing to do).
+ */
+static int
+writer_serve_group(WriterGroupReq *group)
+{
+	int			n = writer_collect(group);
+	TimestampTz committed_at;
+	bool		sync = false;
+	uint64		first_seq;
+
+	if (n == 0)
+		return 0;
+
+	if (pg_atomic_read_u32(&BatpakCtl->state) == BATPAK_STATE_FAILED)
+	{
+		char		msg[sizeof(BatpakCtl->failure) + 64];
+
+		LWLockAcquire(&BatpakCtl->lock, LW_SHARED);
+		snprintf(msg, sizeof(msg), "batpak store is unavailable: %s", BatpakCtl->failure);
+		LWLockRelease(&BatpakCtl->lock);
+		writer_refuse_all(group, n, ERRCODE_DATA_CORRUPTED, msg, NULL);
+		return n;
+	}
+
+	MemoryContextReset(W.group_cxt);
+	MemoryContextSwitchTo(W.group_cxt);
+	writer_reset_group_tables();
+	committed_at = GetCurrentTimestamp();
+	first_seq = W.next_seq;
+
+	for (int i = 0; i < n; i++)
+	{
+		writer_process_request(&group[i], committed_at);
+		if (group[i].ok && group[i].req->synchronous)
+			sync = true;
+	}
+
+	if (W.nextents > 1)
+		sync = true;			/* the old segment must be complete on disk */
+
+	if (W.next_seq > first_seq || W.nextents > 1)
+	{
+		/*
+		 * A failed write or sync leaves the files in an unknown state (a
+		 * failed fsync may even have dropped dirty pages): answer the group
+		 * and exit, so that the next writer recovers from what is on disk.
+		 */
+		PG_TRY();
+		{
+			writer_write_group(sync);
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(W.group_cxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			for (int i = 0; i < n; i++)
+				if (group[i].ok)
+					writer_set_error(group[i].req, ERRCODE_IO_ERROR,
+									 "The events may or may not have been written; the writer restarts and recovers from the segment files.",
+									 "%s", edata->message);
+			for (int i = 0; i < n; i++)
+				writer_reply(&group[i]);
+			ereport(FATAL,
+					(errcode(ERRCODE_IO_ERROR),
+					 errmsg("batpak writer stops after an I/O error: %s", edata->message)));
+		}
+		PG_END_TRY();
+		if (!sync)
+		{
+			if (!W.unsynced)
+				W.unsynced_since = committed_at;
+			W.unsynced = true;
+		}
+
+		writer_publish(0, W.npubs);
+		pg_atomic_write_u64(&BatpakCtl->written_seq, W.next_seq - 1);
+		if (sync)
+			pg_atomic_write_u64(&BatpakCtl->durable_seq, W.next_seq - 1);
+		pg_atomic_fetch_add_u64(&BatpakCtl->counters.events_written,
+								W.next_seq - first_seq);
+
+		/*
+		 * The index entries must be visible before the frontier that lets
+		 * readers look at them.
+		 */
+		pg_write_barrier();
+		pg_atomic_write_u64(&BatpakCtl->visible_seq, W.next_seq - 1);
+	}
+	pg_atomic_fetch_add_u64(&BatpakCtl->counters.groups, 1);
+
+	for (int i = 0; i < n; i++)
+		writer_reply(&group[i]);
+	return n;
+}
+
+/* Sync asynchronously appended events once batpak.flush_delay has passed */
+static void
+writer_flush_async(bool force)
+{
+	if (!W.unsynced)
+		return;
+	if (!force &&
+		!TimestampDifferenceExceeds(W.unsynced_since, GetCurrentTimestamp(),
+									batpak_flush_delay_ms))
+		return;
+	writer_fsync_fd(W.fd, W.segno);
+	W.unsynced = false;
+	pg_atomic_write_u64(&BatpakCtl->durable_seq,
+						pg_atomic_read_u64(&BatpakCtl->written_seq));
+}
+
+/* ----------------------------------------------------------------
+ * Recovery
+ * ----------------------------------------------------------------
+ */
+static int
+writer_cmp_u32(const void *a, const void *b)
+{
+	uint32		x = *(const uint32 *) a;
+	uint32		y = *(const uint32 *) b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/* Segment numbers present in the directory, sorted */
+static uint32 *
+writer_list_segments(int *count)
+{
+	DIR		   *dir;
+	struct dirent *de;
+	uint32	   *segs = palloc(sizeof(uint32) * 16);
+	int			n = 0,
+				max = 16;
+
+	dir = AllocateDir(BATPAK_DIR);
+	while ((de = ReadDir(dir, BATPAK_DIR)) != NULL)
+	{
+		unsigned int segno;
+		char		tail;
+
+		if (strlen(de->d_name) != 12 ||
+			sscanf(de->d_name, "%08X.se%c", &segno, &tail) != 2 || tail != 'g')
+			continue;
+		if (n >= max)
+		{
+			max *= 2;
+			segs = repalloc(segs, sizeof(uint32) * max);
+		}
+		segs[n++] = segno;
+	}
+	FreeDir(dir);
+	qsort(segs, n, sizeof(uint32), writer_cmp_u32);
+	*count = n;
+	return segs;
+}
+
+static bool
+writer_all_zero(int fd, uint64 from, uint64 to)
+{
+	char		buf[8192];
+
+	while (from < to)
+	{
+		Size		chunk = Min(sizeof(buf), to - from);
+		ssize_t		n = pg_pread(fd, buf, chunk, (off_t) from);
+
+		if (n <= 0)
+			return false;
+		for (ssize_t i = 0; i < n; i++)
+			if (buf[i] != 0)
+				return false;
+		from += n;
+	}
+	return true;
+}
+
+/*
+ * Scan one segment, entering its complete batches in the index.  Returns
+ * false if the store must fail (message set); *cut is set to the offset
+ * where a torn tail begins, or 0 if the segment ends cleanly.
+ */
+static bool
+writer_scan_segment(uint32 segno, int fd, uint64 file_size, bool newest,
+					uint64 *cut)
+{
+	Size		bufsize = 8 * 1024 * 1024;
+	char	   *buf = palloc(bufsize);
+	uint64		buf_start = 0;
+	Size		buf_len = 0;
+	uint64		off = BATPAK_SEGMENT_HEADER_SIZE;
+	uint64		batch_start = 0;
+	bool		in_batch = false;
+	const char *why = NULL;
+
+	*cut = 0;
+	writer_reset_group_tables();
+	while (off < file_size)
+	{
+		BatpakFrame f;
+		int			rc;
+		uint64		avail_file = file_size - off;
+		WriterHead *h;
+		WriterPub  *pub;
+		uint8		hash[BATPAK_HASH_LEN];
+		Size		fsize;
+
+		/* make sure the buffer holds the header, then the whole frame */
+		if (off < buf_start || off + Min(avail_file, BATPAK_FRAME_HEADER_SIZE) > buf_start + buf_len)
+		{
+			ssize_t		n = pg_pread(fd, buf, bufsize, (off_t) off);
+
+			if (n < 0)
+				ereport(ERROR,
+						(errcode_for_file_access(),
+						 errmsg("could not read segment %08X.seg: %m", segno)));
+			buf_start = off;
+			buf_len = n;
+		}
+		rc = batpak_frame_decode(buf + (off - buf_start), buf_start + buf_len - off, &f, &why);
+		if (rc == BATPAK_DECODE_INCOMPLETE && avail_file >= BATPAK_FRAME_HEADER_SIZE)
+		{
+			uint32		body_len;
+
+			memcpy(&body_len, buf + (off - buf_start), 4);
+			if ((uint64) body_len + BATPAK_FRAME_HEADER_SIZE <= avail_file)
+			{
+				/* complete in the file, not in the buffer: read it whole */
+				Size		need = (Size) body_len + BATPAK_FRAME_HEADER_SIZE;
+				ssize_t		n;
+
+				if (need > bufsize)
+				{
+					pfree(buf);
+					bufsize = need;
+					buf = MemoryContextAllocHuge(CurrentMemoryContext, bufsize);
+				}
+				n = pg_pread(fd, buf, bufsize, (off_t) off);
+				if (n < 0)
+					ereport(ERROR,
+							(errcode_for_file_access(),
+							 errmsg("could not read segment %08X.seg: %m", segno)));
+				buf_start = off;
+				buf_len = n;
+				rc = batpak_frame_decode(buf, buf_len, &f, &why);
+			}
+		}
+		if (rc == BATPAK_DECODE_INCOMPLETE ||
+			(rc == BATPAK_DECODE_CORRUPT && writer_all_zero(fd, off, file_size)))
+		{
+			/* a frame cut short by the end of the file: a torn tail */
+			if (!newest)
+			{
+				writer_fail_store("truncated frame in segment %08X.seg at offset " UINT64_FORMAT ", which is not the newest segment",
+								  segno, off);
+				return false;
+			}
+			*cut = in_batch ? batch_start : off;
+			break;
+		}
+		if (rc == BATPAK_DECODE_CORRUPT)
+		{
+			writer_fail_store("corrupt frame in segment %08X.seg at offset " UINT64_FORMAT ": %s",
+							  segno, off, why);
+			return false;
+		}
+
+		/* the frame is intact: check its place in the store */
+		if (f.global_seq != W.next_seq)
+			why = "global sequence out of order";
+		else if ((f.flags & BATPAK_FLAG_BATCH_BEGIN) && in_batch)
+			why = "batch begins inside another batch";
+		else if (!(f.flags & BATPAK_FLAG_BATCH_BEGIN) && !in_batch)
+			why = "frame outside a batch";
+		if (why == NULL)
+		{
+			batpak_hash_key(f.entity, f.entity_len, hash);
+			h = writer_head(hash);
+			if (f.entity_seq != h->last_seq + 1)
+				why = "entity sequence out of order";
+			else if (memcmp(f.prev_hash, h->last_hash, BATPAK_HASH_LEN) != 0)
+				why = "previous hash does not match the entity's last event";
+		}
+		if (why != NULL)
+		{
+			writer_fail_store("corrupt frame in segment %08X.seg at offset " UINT64_FORMAT ": %s",
+							  segno, off, why);
+			return false;
+		}
+
+		if (f.flags & BATPAK_FLAG_BATCH_BEGIN)
+		{
+			in_batch = true;
+			batch_start = off;
+		}
+		pub = writer_push_pub();
+		pub->global_seq = f.global_seq;
+		pub->entity_seq = f.entity_seq;
+		pub->pos = BATPAK_POS(segno, off);
+		memcpy(pub->key, hash, BATPAK_KEY_LEN);
+		memcpy(pub->hash, f.event_hash, BATPAK_HASH_LEN);
+		pub->has_idem = f.idem_len > 0;
+		if (pub->has_idem)
+			batpak_hash_key(f.idem, f.idem_len, pub->idem);
+		pub->has_corr = memcmp(f.correlation_id.data, f.event_id.data, 16) != 0;
+		pub->corr = f.correlation_id;
+		h->last_seq = f.entity_seq;
+		memcpy(h->last_hash, f.event_hash, BATPAK_HASH_LEN);
+		W.next_seq++;
+
+		fsize = BATPAK_FRAME_HEADER_SIZE + f.body_len;
+		off += fsize;
+		if (f.flags & BATPAK_FLAG_BATCH_END)
+		{
+			writer_publish(0, W.npubs);
+			W.npubs = 0;
+			in_batch = false;
+			/* keep the heads table small: published heads are in the index */
+			if (hash_get_num_entries(W.heads) > 4096)
+			{
+				MemoryContextReset(W.group_cxt);
+				writer_reset_group_tables();
+			}
+		}
+	}
+	if (in_batch && *cut == 0)
+	{
+		if (!newest)
+		{
+			writer_fail_store("batch without end mark in segment %08X.seg at offset " UINT64_FORMAT ", which is not the newest segment",
+							  segno, batch_start);
+			return false;
+		}
+		*cut = batch_start;
+	}
+	/* frames of a discarded batch were never published */
+	if (*cut != 0)
+		W.next_seq = W.published_seq + 1;
+	W.npubs = 0;
+	pfree(buf);
+	MemoryContextReset(W.group_cxt);
+	return true;
+}
+
+/* Rebuild the index from the segment files; false if the store failed */
+static bool
+writer_recover(void)
+{
+	int			nsegs;
+	uint32	   *segs;
+	struct stat st;
+	uint64		total = 0;
+
+	if (stat(BATPAK_DIR, &st) != 0)
+	{
+		if (errno != ENOENT)
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not stat directory \"%s\": %m", BATPAK_DIR)));
+		if (MakePGDirectory(BATPAK_DIR) != 0)
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not create directory \"%s\": %m", BATPAK_DIR)));
+		fsync_fname(".", true);
+	}
+
+	W.next_seq = 1;
+	W.published_seq = 0;
+	memset(W.store_id, 0, sizeof(W.store_id));
+	segs = writer_list_segments(&nsegs);
+	pg_atomic_write_u32(&BatpakCtl->segments, nsegs);
+
+	if (nsegs == 0)
+	{
+		randombytes_buf(W.store_id, sizeof(W.store_id));
+		pg_atomic_write_u32(&BatpakCtl->segments, 0);
+		pg_atomic_write_u64(&BatpakCtl->store_bytes, 0);
+		W.fd = writer_create_segment(1);
+		W.segno = 1;
+		W.write_off = BATPAK_SEGMENT_HEADER_SIZE;
+		ereport(LOG, (errmsg("batpak: created a new store in \"%s\"", BATPAK_DIR)));
+		return true;
+	}
+
+	for (int i = 0; i < nsegs; i++)
+	{
+		uint32		segno = segs[i];
+		bool		newest = (i == nsegs - 1);
+		char		header[BATPAK_SEGMENT_HEADER_SIZE];
+		const char *why = NULL;
+		int			fd;
+		uint64		cut;
+
+		if (segno != (uint32) i + 1)
+		{
+			writer_fail_store("segment %08X.seg is missing (found %08X.seg)", i + 1, segno);
+			return false;
+		}
+		fd = writer_open_segment(segno, false);
+		if (fstat(fd, &st) != 0)
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not stat segment %08X.seg: %m", segno)));
+		if (st.st_size < BATPAK_SEGMENT_HEADER_SIZE ||
+			pg_pread(fd, header, sizeof(header), 0) != sizeof(header))
+			why = "segment header is truncated";
+		else
+			(void) batpak_check_segment_header(header, segno, W.store_id, &why);
+		if (why != NULL)
+		{
+			close(fd);
+			writer_fail_store("corrupt frame in segment %08X.seg at offset 0: %s", segno, why);
+			return false;
+		}
+		if (!writer_scan_segment(segno, fd, (uint64) st.st_size, newest, &cut))
+		{
+			close(fd);
+			return false;
+		}
+		if (cut != 0)
+		{
+			ereport(LOG,
+					(errmsg("batpak: truncated torn tail of segment %08X.seg at offset " UINT64_FORMAT " (" UINT64_FORMAT " bytes discarded)",
+							segno, cut, (uint64) st.st_size - cut)));
+			if (ftruncate(fd, (off_t) cut) != 0 || pg_fsync(fd) != 0)
+				ereport(ERROR,
+						(errcode_for_file_access(),
+						 errmsg("could not truncate segment %08X.seg: %m", segno)));
+			st.st_size = cut;
+		}
+		total += st.st_size;
+		if (newest)
+		{
+			W.fd = fd;
+			W.segno = segno;
+			W.write_off = st.st_size;
+		}
+		else
+			close(fd);
+	}
+	pg_atomic_write_u64(&BatpakCtl->store_bytes, total);
+	return true;
+}
+
+/* ----------------------------------------------------------------
+ * Main
+ * ----------------------------------------------------------------
+ */
+static void
+writer_setup_index(void)
+{
+	LWLockAcquire(&BatpakCtl->lock, LW_EXCLUSIVE);
+	if (BatpakCtl->dsa != DSM_HANDLE_INVALID)
+	{
+		/* release the previous writer's index; readers still on it keep it */
+		dsa_area   *old = dsa_attach(BatpakCtl->dsa);
+
+		dsa_unpin(old);
+		dsa_detach(old);
+		BatpakCtl->dsa = DSM_HANDLE_INVALID;
+	}
+	batpak_index_create(BatpakCtl, &W.area, &W.idx);
+	W.incarnation = pg_atomic_add_fetch_u32(&BatpakCtl->incarnation, 1);
+	W.idx.incarnation = W.incarnation;
+	BatpakCtl->writer_pid = MyProcPid;
+	BatpakCtl->writer_latch = MyLatch;
+	BatpakCtl->started_at = GetCurrentTimestamp();
+	BatpakCtl->failure[0] = '\0';
+	LWLockRelease(&BatpakCtl->lock);
+}
+
+void
+batpak_writer_main(Datum main_arg)
+{
+	WriterGroupReq *group;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+
+	if (sodium_init() < 0)
+		ereport(FATAL, (errmsg("could not initialize libsodium")));
+
+	BackgroundWorkerInitializeConnection(batpak_database, NULL, 0);
+	pgstat_report_appname("batpak writer");
+
+	memset(&W, 0, sizeof(W));
+	W.fd = -1;
+	W.group_cxt = AllocSetContextCreate(TopMemoryContext, "batpak writer group",
+										ALLOCSET_DEFAULT_SIZES);
+	W.buf_cap = 1024 * 1024;
+	W.buf = MemoryContextAllocHuge(TopMemoryContext, W.buf_cap);
+	W.extents = MemoryContextAlloc(TopMemoryContext, sizeof(WriterExtent) * 4);
+	W.maxextents = 4;
+	W.pubs = MemoryContextAllocHuge(TopMemoryContext, sizeof(WriterPub) * 1024);
+	W.maxpubs = 1024;
+	W.undo = MemoryContextAllocHuge(TopMemoryContext, sizeof(WriterUndo) * 1024);
+	W.maxundo = 1024;
+	batpak_reader_init(&W.reader);
+	group = MemoryContextAlloc(TopMemoryContext, sizeof(WriterGroupReq) * BatpakCtl->nslots);
+
+	batpak_set_state(BATPAK_STATE_STARTING);
+	before_shmem_exit(writer_exit_hook, (Datum) 0);
+	writer_setup_index();
+
+	batpak_set_state(BATPAK_STATE_RECOVERING);
+	pg_atomic_write_u64(&BatpakCtl->written_seq, 0);
+	pg_atomic_write_u64(&BatpakCtl->durable_seq, 0);
+	pg_atomic_write_u64(&BatpakCtl->visible_seq, 0);
+	if (writer_recover())
+	{
+		pg_atomic_write_u64(&BatpakCtl->written_seq, W.next_seq - 1);
+		pg_atomic_write_u64(&BatpakCtl->durable_seq, W.next_seq - 1);
+		pg_write_barrier();
+		pg_atomic_write_u64(&BatpakCtl->visible_seq, W.next_seq - 1);
+		BatpakCtl->ready_at = GetCurrentTimestamp();
+		ereport(LOG,
+				(errmsg("batpak writer ready: " UINT64_FORMAT " events in %u segments, recovered in %ld ms",
+						W.next_seq - 1, W.segno,
+						(long) TimestampDifferenceMilliseconds(BatpakCtl->started_at,
+															   BatpakCtl->ready_at))));
+		batpak_set_state(BATPAK_STATE_READY);
+	}
+
+	for (;;)
+	{
+		long		timeout = -1;
+		int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
+
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		/* drain: serve groups until no request is waiting */
+		while (writer_serve_group(group) > 0)
+			CHECK_FOR_INTERRUPTS();
+
+		if (ShutdownRequestPending)
+		{
+			writer_flush_async(true);
+			ereport(LOG, (errmsg("batpak writer shutting down")));
+			proc_exit(1);		/* 1: restart me unless the server is stopping */
+		}
+
+		writer_flush_async(false);
+		if (W.unsynced)
+		{
+			timeout = batpak_flush_delay_ms;
+			events |= WL_TIMEOUT;
+		}
+		(void) WaitLatch(MyLatch, events, timeout, PG_WAIT_EXTENSION);
+	}
+}
