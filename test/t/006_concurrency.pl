@@ -58,11 +58,10 @@ $node->pgbench(
 	'pgbench: 4 clients x 50 batches of 3',
 	{
 		'006_batch' => q{
-SELECT count(*) FROM batpak.append_batch(ARRAY[
+SELECT count(*) FROM (SELECT gen_random_uuid()::text AS t) s, batpak.append_batch(ARRAY[
   ROW('batch-' || :client_id, 'scope', 'pair', jsonb_build_object('t', t, 'n', 1), NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
   ROW('ent-' || (random()*20)::int, 'scope', 'pair', jsonb_build_object('t', t, 'n', 2), NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
-  ROW('batch-' || :client_id, 'scope', 'pair', jsonb_build_object('t', t, 'n', 3), NULL, NULL, NULL, NULL, NULL)::batpak.new_event])
-FROM (SELECT gen_random_uuid()::text AS t) s;
+  ROW('batch-' || :client_id, 'scope', 'pair', jsonb_build_object('t', t, 'n', 3), NULL, NULL, NULL, NULL, NULL)::batpak.new_event]);
 },
 	},
 	'postgres');
