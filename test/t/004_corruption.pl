@@ -54,7 +54,7 @@ sub check_segments
 # The store refuses everything, naming segment and offset.
 sub check_refused
 {
-	my ($node, $label, $segname, $offset) = @_;
+	my ($node, $label, $segname, $offset, $some_event_id) = @_;
 	ok(wait_state($node, 'failed'), "$label: batpak.stats.state is 'failed'");
 	my $msg = qr/^batpak store is unavailable: corrupt frame in segment \Q$segname\E at offset $offset\b/;
 	my %calls = (
@@ -62,6 +62,8 @@ sub check_refused
 		append_batch => q{SELECT * FROM batpak.append_batch(ARRAY[ROW('fresh', 's', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event])},
 		read_all    => q{SELECT count(*) FROM batpak.read_all()},
 		read_stream => q{SELECT count(*) FROM batpak.read_stream('ent-1')},
+		get         => qq{SELECT batpak.get('$some_event_id') IS NULL},
+		verify_chain => q{SELECT count(*) FROM batpak.verify_chain(NULL)},
 	);
 	for my $fn (sort keys %calls)
 	{
@@ -91,9 +93,11 @@ is_deeply([ map { $_->{crc_ok} } @{ $after->{frames} } ],
 my $md5 = file_md5($path);
 
 $node->start;
-check_refused($node, 'CRC', '00000001.seg', $victim->{offset});
+my $intact_id = $segs->{'00000001.seg'}{frames}[0]{event_id};
+check_refused($node, 'CRC', '00000001.seg', $victim->{offset}, $intact_id);
 $node->restart;
-check_refused($node, 'CRC after another restart', '00000001.seg', $victim->{offset});
+check_refused($node, 'CRC after another restart', '00000001.seg', $victim->{offset},
+	$intact_id);
 $node->stop('fast');
 is(file_md5($path), $md5, 'CRC: the damaged segment was left untouched');
 
@@ -119,7 +123,8 @@ $md5 = file_md5($path);
 my $newest_md5 = file_md5(segment_dir($node) . "/$names[-1]");
 
 $node->start;
-check_refused($node, 'older segment', '00000001.seg', $last_of_first->{offset});
+check_refused($node, 'older segment', '00000001.seg', $last_of_first->{offset},
+	$segs->{$names[-1]}{frames}[-1]{event_id});
 $node->stop('fast');
 is(file_md5($path), $md5, 'older segment: the damaged segment was left untouched');
 is(file_md5(segment_dir($node) . "/$names[-1]"), $newest_md5,
@@ -152,7 +157,7 @@ my $state = $node->safe_psql('postgres', 'SELECT state FROM batpak.stats');
 if ($state eq 'failed')
 {
 	# Recovery may check the chain itself; then it must fail closed and say where.
-	check_refused($node, 'tamper', '00000001.seg', $f->{offset});
+	check_refused($node, 'tamper', '00000001.seg', $f->{offset}, $seg->{frames}[0]{event_id});
 }
 else
 {
