@@ -30,6 +30,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "port/pg_bswap.h"
 #include "postmaster/interrupt.h"
 #include "storage/fd.h"
 #include "storage/ipc.h"
@@ -41,6 +42,21 @@
 #include "utils/memutils.h"
 
 #include "batpak.h"
+
+#define BATPAK_PREALLOC_CHUNK	((Size) 4 * 1024 * 1024)
+
+/* frame lengths are little-endian on disk */
+static inline uint32
+writer_le32(const void *p)
+{
+	uint32		v;
+
+	memcpy(&v, p, 4);
+#ifdef WORDS_BIGENDIAN
+	v = pg_bswap32(v);
+#endif
+	return v;
+}
 
 /* An entity's head as the group in hand sees it */
 typedef struct WriterHead
@@ -80,6 +96,7 @@ typedef struct WriterExtent
 	uint64		file_off;
 	Size		buf_off;
 	Size		len;
+	bool		written;		/* already written and synced (rotation) */
 } WriterExtent;
 
 typedef struct WriterGroupReq
@@ -110,6 +127,7 @@ typedef struct WriterState
 	uint32		segno;
 	int			fd;
 	uint64		write_off;		/* end of data, including the group buffer */
+	uint64		alloc_end;		/* file size: zero-filled beyond write_off */
 
 	/* the group in hand */
 	char	   *buf;
@@ -350,22 +368,93 @@ writer_current_extent(void)
 	e->file_off = W.write_off;
 	e->buf_off = W.buf_len;
 	e->len = 0;
+	e->written = false;
 	return e;
 }
 
-/* Start a new segment; the old one stays open until the group is synced */
+static void
+writer_pwrite(int fd, uint32 segno, const char *data, Size len, uint64 off)
+{
+	Size		done = 0;
+
+	while (done < len)
+	{
+		ssize_t		n;
+
+		errno = 0;
+		n = pg_pwrite(fd, data + done, len - done, (off_t) (off + done));
+		if (n <= 0)
+		{
+			if (errno == 0)
+				errno = ENOSPC;
+			ereport(ERROR,
+					(errcode(ERRCODE_IO_ERROR),
+					 errmsg("could not write segment %08X.seg at offset " UINT64_FORMAT ": %m",
+							segno, off + done)));
+		}
+		done += n;
+	}
+}
+
+static void
+writer_truncate(int fd, uint32 segno, uint64 size)
+{
+	if (ftruncate(fd, (off_t) size) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_IO_ERROR),
+				 errmsg("could not truncate segment %08X.seg to " UINT64_FORMAT " bytes: %m",
+						segno, size)));
+}
+
+/*
+ * Start a new segment.  The old one is finished first: the group's frames
+ * for it are written, the zero-filled preallocation is cut off and the file
+ * is synced, all before the new file exists.  So only the newest segment
+ * can ever end in a torn or zero-filled tail, which is what recovery relies
+ * on.  Nothing is acknowledged yet: the group's replies wait for its end.
+ */
 static void
 writer_rotate(void)
 {
-	/*
-	 * Make sure the old segment is among the group's extents, so that the
-	 * group syncs it (it may hold unsynced asynchronous appends) and closes
-	 * it.  A group that rotates always syncs, see writer_serve_group.
-	 */
-	(void) writer_current_extent();
+	WriterExtent *e = writer_current_extent();
+
+	writer_pwrite(W.fd, W.segno, W.buf + e->buf_off, e->len, e->file_off);
+	e->written = true;
+	writer_truncate(W.fd, W.segno, W.write_off);
+	writer_fsync_fd(W.fd, W.segno);
+	close(W.fd);
+	W.unsynced = false;
+
 	W.fd = writer_create_segment(W.segno + 1);
 	W.segno++;
 	W.write_off = BATPAK_SEGMENT_HEADER_SIZE;
+	W.alloc_end = BATPAK_SEGMENT_HEADER_SIZE;
+}
+
+/*
+ * Zero-fill the current segment ahead of the data, as PostgreSQL does for
+ * WAL: overwriting allocated blocks makes each group's fdatasync a data-only
+ * flush, where appending would also have to commit the file size.
+ */
+static void
+writer_preallocate(void)
+{
+	static char *zeros = NULL;
+	uint64		target;
+
+	if (W.write_off <= W.alloc_end)
+		return;
+	if (zeros == NULL)
+		zeros = MemoryContextAllocZero(TopMemoryContext, BATPAK_PREALLOC_CHUNK);
+	target = W.write_off + BATPAK_PREALLOC_CHUNK;
+	target = Min(target, Max((uint64) batpak_segment_size_kb * 1024, W.write_off));
+	while (W.alloc_end < target)
+	{
+		Size		n = Min(BATPAK_PREALLOC_CHUNK, target - W.alloc_end);
+
+		writer_pwrite(W.fd, W.segno, zeros, n, W.alloc_end);
+		W.alloc_end += n;
+	}
 }
 
 static char *
@@ -388,46 +477,30 @@ writer_reserve(Size len)
 	return dst;
 }
 
-/* Write every extent of the group, then sync each file touched once */
+/*
+ * Write the group's frames (extents of segments finished by a rotation are
+ * already out) and, for a synchronous group, fdatasync once.
+ */
 static void
 writer_write_group(bool sync)
 {
+	writer_preallocate();
 	for (int i = 0; i < W.nextents; i++)
 	{
 		WriterExtent *e = &W.extents[i];
-		Size		done = 0;
 
-		while (done < e->len)
-		{
-			ssize_t		n;
-
-			errno = 0;
-			n = pg_pwrite(e->fd, W.buf + e->buf_off + done, e->len - done,
-						  (off_t) (e->file_off + done));
-			if (n <= 0)
-			{
-				if (errno == 0)
-					errno = ENOSPC;
-				ereport(ERROR,
-						(errcode(ERRCODE_IO_ERROR),
-						 errmsg("could not write segment %08X.seg at offset " UINT64_FORMAT ": %m",
-								e->segno, e->file_off + done)));
-			}
-			done += n;
-		}
+		if (e->written || e->len == 0)
+			continue;
+		Assert(e->segno == W.segno);
+		writer_pwrite(e->fd, e->segno, W.buf + e->buf_off, e->len, e->file_off);
 		pg_atomic_fetch_add_u64(&BatpakCtl->counters.bytes_written, e->len);
 		pg_atomic_fetch_add_u64(&BatpakCtl->store_bytes, e->len);
 	}
 	if (sync)
 	{
-		for (int i = 0; i < W.nextents; i++)
-			writer_fsync_fd(W.extents[i].fd, W.extents[i].segno);
+		writer_fsync_fd(W.fd, W.segno);
 		W.unsynced = false;
 	}
-	/* files of earlier segments are complete now */
-	for (int i = 0; i < W.nextents; i++)
-		if (W.extents[i].fd != W.fd)
-			close(W.extents[i].fd);
 }
 
 /* ----------------------------------------------------------------
@@ -865,10 +938,7 @@ writer_serve_group(WriterGroupReq *group)
 			sync = true;
 	}
 
-	if (W.nextents > 1)
-		sync = true;			/* the old segment must be complete on disk */
-
-	if (W.next_seq > first_seq || W.nextents > 1)
+	if (W.next_seq > first_seq)
 	{
 		/*
 		 * A failed write or sync leaves the files in an unknown state (a
@@ -987,6 +1057,32 @@ writer_list_segments(int *count)
 	return segs;
 }
 
+static bool writer_all_zero(int fd, uint64 from, uint64 to);
+
+/*
+ * Is the damaged frame at off (the first one that failed) the torn end of
+ * the data rather than corruption?  Yes if it runs past the end of the file,
+ * or if its last bytes, which hold its hash and are never all zero, are
+ * zero (the unwritten rest of a preallocated file) and so is everything
+ * after it.  A complete frame that fails its CRC with its hash in place is
+ * corruption: recovery must fail closed on it.
+ */
+static bool
+writer_torn_frame(int fd, uint64 off, uint64 file_size, int rc)
+{
+	char		len_bytes[4];
+	uint64		end;
+
+	if (rc == BATPAK_DECODE_INCOMPLETE)
+		return true;
+	if (pg_pread(fd, len_bytes, 4, (off_t) off) != 4)
+		return true;
+	end = off + BATPAK_FRAME_HEADER_SIZE + (uint64) writer_le32(len_bytes);
+	if (end > file_size)
+		return true;
+	return end >= off + 24 && writer_all_zero(fd, end - 16, file_size);
+}
+
 static bool
 writer_all_zero(int fd, uint64 from, uint64 to)
 {
@@ -1014,7 +1110,7 @@ writer_all_zero(int fd, uint64 from, uint64 to)
  */
 static bool
 writer_scan_segment(uint32 segno, int fd, uint64 file_size, bool newest,
-					uint64 *cut)
+					uint64 *cut, uint64 *data_end)
 {
 	Size		bufsize = 8 * 1024 * 1024;
 	char	   *buf = palloc(bufsize);
@@ -1026,6 +1122,7 @@ writer_scan_segment(uint32 segno, int fd, uint64 file_size, bool newest,
 	const char *why = NULL;
 
 	*cut = 0;
+	*data_end = file_size;
 	writer_reset_group_tables();
 	while (off < file_size)
 	{
@@ -1052,9 +1149,8 @@ writer_scan_segment(uint32 segno, int fd, uint64 file_size, bool newest,
 		rc = batpak_frame_decode(buf + (off - buf_start), buf_start + buf_len - off, &f, &why);
 		if (rc == BATPAK_DECODE_INCOMPLETE && avail_file >= BATPAK_FRAME_HEADER_SIZE)
 		{
-			uint32		body_len;
+			uint32		body_len = writer_le32(buf + (off - buf_start));
 
-			memcpy(&body_len, buf + (off - buf_start), 4);
 			if ((uint64) body_len + BATPAK_FRAME_HEADER_SIZE <= avail_file)
 			{
 				/* complete in the file, not in the buffer: read it whole */
@@ -1077,10 +1173,15 @@ writer_scan_segment(uint32 segno, int fd, uint64 file_size, bool newest,
 				rc = batpak_frame_decode(buf, buf_len, &f, &why);
 			}
 		}
-		if (rc == BATPAK_DECODE_INCOMPLETE ||
-			(rc == BATPAK_DECODE_CORRUPT && writer_all_zero(fd, off, file_size)))
+		if (rc != BATPAK_DECODE_OK && writer_all_zero(fd, off, file_size))
 		{
-			/* a frame cut short by the end of the file: a torn tail */
+			/* zero-filled preallocation: the clean end of the data */
+			*data_end = off;
+			break;
+		}
+		if (rc != BATPAK_DECODE_OK && writer_torn_frame(fd, off, file_size, rc))
+		{
+			/* a frame cut short by a crash: a torn tail */
 			if (!newest)
 			{
 				writer_fail_store("truncated frame in segment %08X.seg at offset " UINT64_FORMAT ", which is not the newest segment",
@@ -1155,6 +1256,8 @@ writer_scan_segment(uint32 segno, int fd, uint64 file_size, bool newest,
 			}
 		}
 	}
+	if (*cut != 0)
+		*data_end = *cut;
 	if (in_batch && *cut == 0)
 	{
 		if (!newest)
@@ -1164,6 +1267,7 @@ writer_scan_segment(uint32 segno, int fd, uint64 file_size, bool newest,
 			return false;
 		}
 		*cut = batch_start;
+		*data_end = batch_start;
 	}
 	/* frames of a discarded batch were never published */
 	if (*cut != 0)
@@ -1210,6 +1314,7 @@ writer_recover(void)
 		W.fd = writer_create_segment(1);
 		W.segno = 1;
 		W.write_off = BATPAK_SEGMENT_HEADER_SIZE;
+		W.alloc_end = BATPAK_SEGMENT_HEADER_SIZE;
 		ereport(LOG, (errmsg("batpak: created a new store in \"%s\"", BATPAK_DIR)));
 		return true;
 	}
@@ -1222,6 +1327,7 @@ writer_recover(void)
 		const char *why = NULL;
 		int			fd;
 		uint64		cut;
+		uint64		data_end;
 
 		if (segno != (uint32) i + 1)
 		{
@@ -1244,7 +1350,8 @@ writer_recover(void)
 			writer_fail_store("corrupt frame in segment %08X.seg at offset 0: %s", segno, why);
 			return false;
 		}
-		if (!writer_scan_segment(segno, fd, (uint64) st.st_size, newest, &cut))
+		if (!writer_scan_segment(segno, fd, (uint64) st.st_size, newest, &cut,
+								 &data_end))
 		{
 			close(fd);
 			return false;
@@ -1260,12 +1367,20 @@ writer_recover(void)
 						 errmsg("could not truncate segment %08X.seg: %m", segno)));
 			st.st_size = cut;
 		}
-		total += st.st_size;
+		else if (data_end != (uint64) st.st_size && !newest)
+		{
+			writer_fail_store("segment %08X.seg ends in zeros at offset " UINT64_FORMAT ", which is not the newest segment",
+							  segno, data_end);
+			close(fd);
+			return false;
+		}
+		total += data_end;
 		if (newest)
 		{
 			W.fd = fd;
 			W.segno = segno;
-			W.write_off = st.st_size;
+			W.write_off = data_end;
+			W.alloc_end = st.st_size;
 		}
 		else
 			close(fd);
@@ -1373,6 +1488,13 @@ batpak_writer_main(Datum main_arg)
 
 		if (ShutdownRequestPending)
 		{
+			/* leave the newest segment exactly as long as its data */
+			if (W.fd >= 0 && pg_atomic_read_u32(&BatpakCtl->state) == BATPAK_STATE_READY)
+			{
+				writer_truncate(W.fd, W.segno, W.write_off);
+				W.alloc_end = W.write_off;
+				W.unsynced = true;
+			}
 			writer_flush_async(true);
 			ereport(LOG, (errmsg("batpak writer shutting down")));
 			proc_exit(1);		/* 1: restart me unless the server is stopping */
