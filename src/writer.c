@@ -525,13 +525,28 @@ writer_set_error(BatpakRequest *req, int sqlerrcode, const char *detail,
 	strlcpy(req->errdetail, detail ? detail : "", sizeof(req->errdetail));
 }
 
+/*
+ * Read a published frame.  The writer's reader lives across groups, and its
+ * buffer may hold a window read before later frames overwrote the zero-filled
+ * preallocation there, so it must not serve from the buffer: drop it first.
+ * (Backends read within one call, below a frontier fixed for that call, so
+ * their buffers never go stale.)
+ */
+static void
+writer_read_frame(uint64 seq, BatpakFrame *f)
+{
+	W.reader.buf_len = 0;
+	W.reader.next_off = 0;
+	batpak_reader_read(&W.reader, batpak_index_seq_pos(&W.idx, seq), f);
+}
+
 /* Receipt of a stored event, read back from its frame */
 static void
 writer_receipt_of(uint64 seq, BatpakReceipt *r)
 {
 	BatpakFrame f;
 
-	batpak_reader_read(&W.reader, batpak_index_seq_pos(&W.idx, seq), &f);
+	writer_read_frame(seq, &f);
 	r->event_id = f.event_id;
 	r->global_seq = f.global_seq;
 	r->entity_seq = f.entity_seq;
@@ -548,7 +563,7 @@ writer_find_event(const pg_uuid_t *id, BatpakFrame *f)
 
 	if (!batpak_seq_from_uuid(id, &seq) || seq > W.published_seq)
 		return false;
-	batpak_reader_read(&W.reader, batpak_index_seq_pos(&W.idx, seq), f);
+	writer_read_frame(seq, f);
 	return memcmp(f->event_id.data, id->data, 16) == 0;
 }
 
@@ -630,7 +645,7 @@ writer_build_request(BatpakRequest *req, TimestampTz committed_at)
 			{
 				BatpakFrame f;
 
-				batpak_reader_read(&W.reader, batpak_index_seq_pos(&W.idx, seq), &f);
+				writer_read_frame(seq, &f);
 				if (f.idem_len != ev->idem_len || memcmp(f.idem, idem, f.idem_len) != 0)
 				{
 					writer_set_error(req, ERRCODE_INTERNAL_ERROR, NULL,

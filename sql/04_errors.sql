@@ -1,0 +1,69 @@
+-- every refused input, with its SQLSTATE, and nothing written by any of them
+SELECT visible_sequence AS before FROM batpak.stats \gset
+
+-- NULL required arguments: 22004
+SELECT try($$SELECT batpak.append(NULL, 's', 'k', '{}')$$);
+SELECT try($$SELECT batpak.append('e', NULL, 'k', '{}')$$);
+SELECT try($$SELECT batpak.append('e', 's', NULL, '{}')$$);
+SELECT try($$SELECT batpak.append('e', 's', 'k', NULL)$$);
+SELECT try($$SELECT * FROM batpak.append_batch(ARRAY[ROW('e', 's', 'k', NULL, NULL, NULL, NULL, NULL, NULL)]::batpak.new_event[])$$);
+SELECT try($$SELECT * FROM batpak.append_batch(ARRAY[ROW(NULL, 's', 'k', '{}', NULL, NULL, NULL, NULL, NULL)]::batpak.new_event[])$$);
+SELECT try($$SELECT * FROM batpak.read_stream(NULL)$$);
+SELECT try($$SELECT * FROM batpak.walk_ancestors(NULL)$$);
+SELECT try($$SELECT * FROM batpak.read_correlated(NULL)$$);
+
+-- empty coordinates and control characters: 22023
+SELECT try($$SELECT batpak.append('', 's', 'k', '{}')$$);
+SELECT try($$SELECT batpak.append('e', '', 'k', '{}')$$);
+SELECT try($$SELECT batpak.append('e', 's', '', '{}')$$);
+SELECT try($$SELECT batpak.append('e', 's', 'k', '{}', idempotency_key => '')$$);
+SELECT try_detail($$SELECT batpak.append(E'e\n1', 's', 'k', '{}')$$);
+SELECT try_detail($$SELECT batpak.append('e', E'\ts', 'k', '{}')$$);
+SELECT try_detail($$SELECT batpak.append('e', 's', E'k\x7f', '{}')$$);
+SELECT try($$SELECT batpak.append('e', 's', 'k', '{}', idempotency_key => E'a\x01b')$$);
+SELECT try($$SELECT batpak.stream_version('')$$);
+
+-- too long: 22001
+SELECT try_detail(format($$SELECT batpak.append(%L, 's', 'k', '{}')$$, repeat('x', 1025)));
+SELECT try_detail(format($$SELECT batpak.append('e', %L, 'k', '{}')$$, repeat('é', 513)));
+SELECT try_detail(format($$SELECT batpak.append('e', 's', %L, '{}')$$, repeat('k', 256)));
+SELECT try(format($$SELECT batpak.append('e', 's', 'k', '{}', idempotency_key => %L)$$, repeat('i', 1025)));
+-- the limits themselves are accepted
+SELECT entity_sequence FROM batpak.append(repeat('x', 1024), repeat('s', 1024), repeat('k', 255), '{}', idempotency_key => repeat('i', 1024));
+
+-- reserved kinds: 42939
+SELECT try_detail($$SELECT batpak.append('e', 's', 'batpak.denial', '{}')$$);
+SELECT try($$SELECT batpak.append('e', 's', 'batpak.', '{}')$$);
+SELECT entity_sequence FROM batpak.append('e-kind', 's', 'batpak', '{}');
+SELECT entity_sequence FROM batpak.append('e-kind', 's', 'Batpak.x', '{}');
+
+-- negative sequences and counts: 22023
+SELECT try($$SELECT batpak.append('e', 's', 'k', '{}', expected_sequence => -1)$$);
+SELECT try($$SELECT * FROM batpak.read_all(-1)$$);
+SELECT try($$SELECT * FROM batpak.read_all(0, -1)$$);
+SELECT try($$SELECT * FROM batpak.read_stream('e', -5)$$);
+SELECT try($$SELECT * FROM batpak.read_stream('e', 0, -1)$$);
+SELECT try($$SELECT * FROM batpak.walk_ancestors('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', -1)$$);
+
+-- oversize events: 54000 (limit lowered for the test; superuser setting)
+SET batpak.max_event_size = '1kB';
+SELECT try_detail(format($$SELECT batpak.append('e', 's', 'k', %L)$$, jsonb_build_object('x', repeat('y', 1100))));
+SELECT try(format($$SELECT * FROM batpak.append_batch(ARRAY[ROW('e', 's', 'k', '{}', %L, NULL, NULL, NULL, NULL)]::batpak.new_event[])$$, jsonb_build_object('m', repeat('y', 1100))));
+SELECT entity_sequence FROM batpak.append('e-size', 's', 'k', jsonb_build_object('x', repeat('y', 900)));
+RESET batpak.max_event_size;
+-- a 4MB event goes through under the default 16MB limit
+SELECT entity_sequence FROM batpak.append('e-big', 's', 'k', jsonb_build_object('x', repeat('y', 4 * 1024 * 1024)));
+SELECT length(payload->>'x') FROM batpak.read_stream('e-big');
+
+-- malformed batches
+SELECT try($$SELECT * FROM batpak.append_batch(ARRAY[[ROW('e','s','k','{}',NULL,NULL,NULL,NULL,NULL)::batpak.new_event]])$$);
+
+-- what was written: only the five accepted appends above
+SELECT visible_sequence - :before AS written FROM batpak.stats;
+SELECT left(entity, 8) AS entity, length(entity) AS entity_len, left(kind, 8) AS kind,
+       length(kind) AS kind_len, length(scope) AS scope_len
+  FROM batpak.read_all(:before) ORDER BY global_sequence;
+
+-- settings
+SELECT name, setting, unit, context FROM pg_settings WHERE name LIKE 'batpak.%' ORDER BY name;
+SELECT try($$SET batpak.no_such_setting = 1$$);
