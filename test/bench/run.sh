@@ -1,0 +1,730 @@
+#!/usr/bin/env bash
+#
+# test/bench/run.sh — batpak benchmark against a plain PostgreSQL table
+#
+# Creates a throwaway cluster in a temporary directory with batpak preloaded,
+# measures the workloads below side by side in one run (each the median of
+# three short runs, with the min–max spread), prints one Markdown table and
+# writes it to test/bench/results.md.  The cluster is stopped and the
+# directory removed on exit, whatever happens.
+#
+#   1. fdatasync floor of the disk (pg_test_fsync, "one 8kB write" section)
+#   2. plain-table inserts (events table with uuid pk and unique (stream,
+#      version)), 1 and 32 clients, and 1,000-row INSERT ... SELECT
+#   3. batpak.append, 1 client (latency avg/p50/p99) and 32 clients
+#   4. batpak.append_batch of 1,000 events
+#   5. reads after a bulk load: read_all and read_stream of a 200k-event
+#      entity, against count(*) on the plain table
+#   6. start-up: restart with the loaded store, seconds until batpak.stats
+#      says 'ready'
+#   7. index memory per event (batpak.stats)
+#
+# Environment:
+#   BENCH_SCALE   multiplies run lengths and data volume (default 1: 5 s
+#                 pgbench runs, 1,000,000 loaded events; 0.1 for a smoke run)
+#   PGBIN         PostgreSQL 15 binaries (default /usr/lib/postgresql/15/bin)
+#   BENCH_TMPDIR  where the temporary cluster goes (default $TMPDIR or /tmp);
+#                 it must be on the disk you want to measure, not tmpfs
+#   BENCH_RESULTS output file (default test/bench/results.md next to this file)
+#   BENCH_KEEP=1  keep the temporary directory (logs, pgbench output)
+#   BENCH_BASELINE_ONLY=1  skip the batpak workloads (checks the machine and
+#                 the harness without the extension; batpak cells say n/a)
+#
+# Run as root, the server runs as the "postgres" OS user (initdb refuses
+# root); the clients connect over the Unix socket in the temporary directory.
+
+set -euo pipefail
+
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+BENCH_SCALE=${BENCH_SCALE:-1}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+RESULTS=${BENCH_RESULTS:-$HERE/results.md}
+BASELINE_ONLY=${BENCH_BASELINE_ONLY:-0}
+RUNS=3
+T_BEGIN=$SECONDS
+
+# The ~200-byte JSON payload of every event and row.
+PAYLOAD='{"order_id": 1234567, "customer": "c-000042", "currency": "EUR", "total_cents": 129900, "items": [{"sku": "SKU-000123", "qty": 2, "price_cents": 49950}, {"sku": "SKU-000456", "qty": 1, "price_cents": 30000}]}'
+
+die() { printf 'run.sh: error: %s\n' "$*" >&2; exit 1; }
+say() { printf '[%s +%3ds] %s\n' "$(date +%H:%M:%S)" $((SECONDS - T_BEGIN)) "$*" >&2; }
+
+# ---------------------------------------------------------------- arithmetic
+
+# Floating-point expression via awk: calc '2 * x' x=3
+calc() {
+	local expr=$1; shift
+	awk "$@" "BEGIN { printf \"%.6f\", ($expr) }"
+}
+
+# "median min max" of the numbers given as arguments (empty if none).
+stats3() {
+	[[ $# -gt 0 ]] || return 0
+	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
+		END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2;
+		      printf "%s %s %s", m, v[1], v[NR] }'
+}
+
+# Round and group thousands: 1234567.8 -> 1,234,568
+grp() {
+	awk -v x="$1" -v d="${2:-0}" 'BEGIN {
+		s = sprintf("%." d "f", x); neg = (s ~ /^-/); sub(/^-/, "", s)
+		i = index(s, "."); ip = i ? substr(s, 1, i - 1) : s; fp = i ? substr(s, i) : ""
+		out = ""; while (length(ip) > 3) { out = "," substr(ip, length(ip) - 2) out; ip = substr(ip, 1, length(ip) - 3) }
+		printf "%s%s%s%s", (neg ? "-" : ""), ip, out, fp }'
+}
+
+# Validate and derive the scale-dependent sizes.
+if ! [[ $BENCH_SCALE =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)$ ]] || ! awk -v s="$BENCH_SCALE" 'BEGIN { exit !(s > 0) }'; then
+	die "BENCH_SCALE must be a positive number, got '$BENCH_SCALE'"
+fi
+DUR=$(awk -v s="$BENCH_SCALE" 'BEGIN { d = int(5 * s + 0.5); print (d < 1 ? 1 : d) }')
+NLOAD=$(awk -v s="$BENCH_SCALE" 'BEGIN { n = int(1000000 * s / 10000 + 0.5) * 10000; print (n < 10000 ? 10000 : n) }')
+NHOT=$(( NLOAD / 5 / 10000 * 10000 )); (( NHOT >= 10000 )) || NHOT=10000
+LOAD_BATCH=10000
+
+# ------------------------------------------------------------------ checks
+
+for b in initdb pg_ctl postgres psql pgbench pg_test_fsync pg_config; do
+	[[ -x $PGBIN/$b ]] || die "$PGBIN/$b not found; set PGBIN to the PostgreSQL 15 bin directory"
+done
+PGVER_BIN=$("$PGBIN/pg_config" --version)
+[[ $PGVER_BIN == "PostgreSQL 15"* ]] || die "$PGBIN is $PGVER_BIN, not PostgreSQL 15"
+if [[ $BASELINE_ONLY != 1 ]]; then
+	ext_dir="$("$PGBIN/pg_config" --sharedir)/extension"
+	lib_dir=$("$PGBIN/pg_config" --pkglibdir)
+	[[ -f $ext_dir/batpak.control ]] \
+		|| die "the batpak extension is not installed ($ext_dir/batpak.control is missing); run 'make install' first (or 'make bench')"
+	[[ -f $lib_dir/batpak.so ]] \
+		|| die "the batpak library is not installed ($lib_dir/batpak.so is missing); run 'make install' first (or 'make bench')"
+fi
+for f in baseline_insert.sql baseline_batch.sql batpak_append.sql batpak_batch.sql batpak_batch_build.sql; do
+	[[ -r $HERE/$f ]] || die "pgbench script $HERE/$f is missing"
+done
+
+# initdb and the server refuse to run as root: run them as postgres.
+if [[ $EUID -eq 0 ]]; then
+	PG_OS_USER=${BENCH_OS_USER:-postgres}
+	id "$PG_OS_USER" >/dev/null 2>&1 || die "running as root needs an OS user '$PG_OS_USER' for the server (set BENCH_OS_USER)"
+	as_pg() { runuser -u "$PG_OS_USER" -- "$@"; }
+else
+	PG_OS_USER=$(id -un)
+	as_pg() { "$@"; }
+fi
+
+# -------------------------------------------------------------- temp cluster
+
+WORK=$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/batpak-bench.XXXXXX")
+[[ $EUID -eq 0 ]] && chown "$PG_OS_USER" "$WORK"
+cd "$WORK"
+export PGDATA=$WORK/data
+SERVER_LOG=$WORK/server.log
+KV=$WORK/results.kv
+: >"$KV"
+CLUSTER_UP=0
+FSYNC_PID=
+
+cleanup() {
+	local rc=$?
+	set +e
+	if [[ -n $FSYNC_PID ]]; then
+		kill -INT "$FSYNC_PID" 2>/dev/null
+		wait "$FSYNC_PID" 2>/dev/null
+	fi
+	if [[ $CLUSTER_UP == 1 || -f $PGDATA/postmaster.pid ]]; then
+		say "stopping the temporary cluster"
+		as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -t 60 -w stop >/dev/null 2>&1 \
+			|| as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -m immediate -t 30 -w stop >/dev/null 2>&1
+	fi
+	if [[ $rc -ne 0 && -f $SERVER_LOG ]]; then
+		printf '\n--- last lines of the server log (%s) ---\n' "$SERVER_LOG" >&2
+		tail -n 30 "$SERVER_LOG" >&2
+	fi
+	cd /
+	if [[ ${BENCH_KEEP:-0} == 1 ]]; then
+		say "kept $WORK"
+	else
+		rm -rf "$WORK"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A free port: nothing listening on TCP and no socket of that number in WORK
+# (the server listens on the Unix socket only, so this is belt and braces).
+pick_port() {
+	local p i
+	for i in $(seq 1 100); do
+		p=$(( 20000 + (RANDOM * 7 + i) % 30000 ))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return 0
+		fi
+	done
+	return 1
+}
+PORT=$(pick_port) || die "no free port found"
+
+export PGHOST=$WORK PGPORT=$PORT PGUSER=postgres PGDATABASE=postgres
+unset PGPASSWORD PGSERVICE PGOPTIONS PGSSLMODE 2>/dev/null || true
+
+# psql: quiet, unaligned, tuples only, stop at the first error, bounded.
+q() { timeout "${QTIMEOUT:-600}" "$PGBIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 -c "$1"; }
+
+start_cluster() {
+	as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$SERVER_LOG" -t 120 -w start >/dev/null \
+		|| die "the server did not start (see the log below)"
+	CLUSTER_UP=1
+}
+
+stop_cluster() {
+	as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -t 120 -w stop >/dev/null \
+		|| die "the server did not stop within 120 s"
+	CLUSTER_UP=0
+}
+
+# Poll batpak.stats until state = 'ready'; a failing query counts as not
+# ready yet.  Prints the seconds waited; fails after $1 seconds.
+wait_ready() {
+	local limit=$1 t0 now state
+	t0=$(date +%s.%N)
+	while :; do
+		state=$(QTIMEOUT=10 q "SELECT state FROM batpak.stats" 2>/dev/null || true)
+		now=$(date +%s.%N)
+		if [[ $state == ready ]]; then
+			calc 'b - a' -v a="$t0" -v b="$now"
+			return 0
+		fi
+		if awk -v a="$t0" -v b="$now" -v l="$limit" 'BEGIN { exit !(b - a > l) }'; then
+			echo "batpak did not become ready within ${limit}s (last state: '${state:-query failed}')" >&2
+			return 1
+		fi
+		sleep 0.02
+	done
+}
+
+# ------------------------------------------------------------ result store
+
+# Results live in a key/value file so that each section can run in a subshell
+# (a failed section reports n/a instead of ending the benchmark).
+put() { printf '%s\t%s\n' "$1" "$2" >>"$KV"; }
+get() { awk -F'\t' -v k="$1" '$1 == k { v = $2 } END { printf "%s", v }' "$KV"; }
+# put_stats key v1 v2 v3 -> key (median), key.min, key.max
+put_stats() {
+	local k=$1 s; shift
+	s=$(stats3 "$@")
+	[[ -n $s ]] || return 0
+	read -r med lo hi <<<"$s"
+	put "$k" "$med"; put "$k.min" "$lo"; put "$k.max" "$hi"
+}
+na() { put "$1.why" "$2"; say "n/a: $1: $2"; }
+
+# Run a section in a subshell with errexit on; record failures as n/a.
+section() {
+	local name=$1; shift
+	say "== $name"
+	set +e
+	( set -e; "$@" )
+	local rc=$?
+	set -e
+	if [[ $rc -ne 0 ]]; then
+		put "failed.$name" "exit status $rc"
+		say "section '$name' failed (exit status $rc); its cells will say n/a"
+	fi
+}
+
+# ----------------------------------------------------------------- pgbench
+
+# pgb TAG CLIENTS JOBS SCRIPT [more pgbench args]
+# One run of $DUR seconds; writes "tps latency_avg_ms" or fails.
+pgb() {
+	local tag=$1 clients=$2 jobs=$3 script=$4; shift 4
+	local out=$WORK/pgbench-$tag.out tps lat failed
+	if ! timeout $(( DUR + 120 )) "$PGBIN/pgbench" -n -M prepared -c "$clients" -j "$jobs" -T "$DUR" \
+		-D "payload=$PAYLOAD" -f "$HERE/$script" "$@" >"$out" 2>&1; then
+		echo "pgbench $tag failed:" >&2
+		tail -n 5 "$out" >&2
+		return 1
+	fi
+	failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out")
+	if [[ -n $failed && $failed != 0 ]]; then
+		echo "pgbench $tag: $failed failed transactions" >&2
+		return 1
+	fi
+	tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$out" | head -n 1)
+	lat=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$out" | head -n 1)
+	[[ -n $tps && -n $lat ]] || { echo "pgbench $tag: no tps in output" >&2; return 1; }
+	echo "$tps $lat"
+}
+
+# Latency avg/p50/p99 (ms) from pgbench --log files with prefix $1.
+log_latency() {
+	cat "$1".* | awk '{ print $3 / 1000 }' | sort -g | awk '{ v[NR] = $1; s += $1 }
+		END { if (NR == 0) exit 1
+		      i50 = int(NR * 0.50); if (i50 < NR * 0.50) i50++
+		      i99 = int(NR * 0.99); if (i99 < NR * 0.99) i99++
+		      printf "%.6f %.6f %.6f %d", s / NR, v[i50], v[i99], NR }'
+}
+
+# "events_written fsyncs groups" from batpak.stats, or nothing when batpak is
+# not there or the view has no such columns.
+writer_counters() {
+	[[ $BASELINE_ONLY != 1 ]] || return 0
+	local cols
+	cols=$(get stats.columns)
+	[[ ", $cols, " == *", events_written, "* && ", $cols, " == *", fsyncs, "* && ", $cols, " == *", groups, "* ]] || return 0
+	q "SELECT events_written || ' ' || fsyncs || ' ' || groups FROM batpak.stats" 2>/dev/null || true
+}
+
+# bench_tps KEY CLIENTS JOBS SCRIPT UNITS_PER_TX [latency]
+# One warm-up second, then $RUNS runs; stores KEY.tps (units/s) and KEY.lat*
+bench_tps() {
+	local key=$1 clients=$2 jobs=$3 script=$4 units=$5 want_lat=${6:-}
+	local i r tps lat rates=() lats=() p50s=() p99s=() res c0 c1 e0 e1 f0 f1 g0 g1
+	QTIMEOUT=120 q "CHECKPOINT" >/dev/null
+	timeout 60 "$PGBIN/pgbench" -n -M prepared -c "$clients" -j "$jobs" -T 1 \
+		-D "payload=$PAYLOAD" -f "$HERE/$script" >"$WORK/pgbench-$key-warmup.out" 2>&1 \
+		|| { tail -n 5 "$WORK/pgbench-$key-warmup.out" >&2; return 1; }
+	c0=$(writer_counters)
+	for i in $(seq 1 "$RUNS"); do
+		if [[ -n $want_lat ]]; then
+			r=$(pgb "$key-$i" "$clients" "$jobs" "$script" --log --log-prefix="$WORK/lat-$key-$i")
+			res=$(log_latency "$WORK/lat-$key-$i")
+			read -r lat p50 p99 _ <<<"$res"
+			lats+=("$lat"); p50s+=("$p50"); p99s+=("$p99")
+		else
+			r=$(pgb "$key-$i" "$clients" "$jobs" "$script")
+			read -r _ lat <<<"$r"
+			lats+=("$lat")
+		fi
+		read -r tps _ <<<"$r"
+		rates+=("$(calc 't * u' -v t="$tps" -v u="$units")")
+		say "   $key run $i: $(grp "${rates[-1]}") /s, latency avg $(printf '%.3f' "${lats[-1]}") ms"
+	done
+	put_stats "$key.rate" "${rates[@]}"
+	put_stats "$key.lat" "${lats[@]}"
+	c1=$(writer_counters)
+	if [[ -n $c0 && -n $c1 ]]; then
+		# events per fdatasync and per group over the measured runs
+		read -r e0 f0 g0 <<<"$c0"
+		read -r e1 f1 g1 <<<"$c1"
+		if (( f1 > f0 && g1 > g0 )); then
+			put "$key.per_fsync" "$(calc '(e1 - e0) / (f1 - f0)' -v e0="$e0" -v e1="$e1" -v f0="$f0" -v f1="$f1")"
+			put "$key.per_group" "$(calc '(e1 - e0) / (g1 - g0)' -v e0="$e0" -v e1="$e1" -v g0="$g0" -v g1="$g1")"
+			say "   $key: $(get "$key.per_fsync") events per fdatasync, $(get "$key.per_group") per group"
+		fi
+	fi
+	if [[ -n $want_lat ]]; then
+		put_stats "$key.p50" "${p50s[@]}"
+		put_stats "$key.p99" "${p99s[@]}"
+	fi
+}
+
+# Time one statement with psql's \timing; prints "ms first_result_value".
+time_query() {
+	local out ms val
+	out=$(timeout "${QTIMEOUT:-600}" "$PGBIN/psql" -X -A -t -v ON_ERROR_STOP=1 \
+		-c '\timing on' -c "$1" 2>&1) || { printf '%s\n' "$out" >&2; return 1; }
+	ms=$(sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' <<<"$out" | tail -n 1)
+	val=$(grep -v -e '^Time: ' -e '^Timing is ' <<<"$out" | head -n 1)
+	[[ -n $ms ]] || { echo "no timing in psql output: $out" >&2; return 1; }
+	echo "$ms $val"
+}
+
+# bench_count KEY SQL: $RUNS timed runs of a count(*) query; KEY.rate is rows/s
+bench_count() {
+	local key=$1 sql=$2 i r ms n rates=() secs=()
+	for i in $(seq 1 "$RUNS"); do
+		r=$(time_query "$sql")
+		read -r ms n <<<"$r"
+		[[ $n =~ ^[0-9]+$ ]] || { echo "$key: unexpected result '$n'" >&2; return 1; }
+		rates+=("$(calc 'n / (ms / 1000)' -v n="$n" -v ms="$ms")")
+		secs+=("$(calc 'ms / 1000' -v ms="$ms")")
+		say "   $key run $i: $n rows in $(printf '%.3f' "${secs[-1]}") s = $(grp "${rates[-1]}") /s"
+	done
+	put "$key.rows" "$n"
+	put_stats "$key.rate" "${rates[@]}"
+	put_stats "$key.secs" "${secs[@]}"
+}
+
+# =================================================================== sections
+
+sec_machine() {
+	put machine.nproc "$(nproc)"
+	put machine.mem "$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+	put machine.kernel "$(uname -srm)"
+	put machine.cpu "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+	put machine.fs "$(df -PT "$WORK" | awk 'NR == 2 { print $2 " (" $1 ")" }')"
+}
+
+# fdatasync floor: pg_test_fsync -s 2, "fdatasync" line of the "one 8kB
+# write" section.  The later sections (two writes, open_sync sizes, ...) are
+# not needed, so the run is interrupted (SIGINT: it removes its file) as soon
+# as that line is out; that keeps each run at ~5 s instead of ~40 s.
+fsync_once() {
+	local out=$WORK/fsync-$1.out deadline line
+	local buf=()
+	command -v stdbuf >/dev/null && buf=(stdbuf -oL)
+	"${buf[@]}" "$PGBIN/pg_test_fsync" -s 2 -f "$WORK/fsync.testfile" >"$out" 2>&1 &
+	FSYNC_PID=$!
+	deadline=$(( SECONDS + 90 ))
+	line=
+	while (( SECONDS < deadline )); do
+		line=$(awk '/one 8kB write/ { s = 1 } /two 8kB writes/ { s = 0 }
+			s && $1 == "fdatasync" && $3 == "ops/sec" { print; exit }' "$out")
+		[[ -n $line ]] && break
+		kill -0 "$FSYNC_PID" 2>/dev/null || break
+		sleep 0.2
+	done
+	kill -INT "$FSYNC_PID" 2>/dev/null || true
+	wait "$FSYNC_PID" 2>/dev/null || true
+	FSYNC_PID=
+	[[ -n $line ]] || { echo "pg_test_fsync gave no fdatasync line:" >&2; cat "$out" >&2; return 1; }
+	awk '{ print $2, $4 }' <<<"$line"   # ops/sec usecs/op
+}
+
+sec_fsync() {
+	local i r ops us opss=() uss=()
+	for i in $(seq 1 "$RUNS"); do
+		r=$(fsync_once "$i")
+		read -r ops us <<<"$r"
+		opss+=("$ops"); uss+=("$us")
+		say "   fdatasync run $i: $ops ops/s, $us µs/op"
+	done
+	put_stats fsync.ops "${opss[@]}"
+	put_stats fsync.us "${uss[@]}"
+}
+
+setup_cluster() {
+	say "initdb in $WORK (port $PORT, server user $PG_OS_USER)"
+	as_pg "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 --locale=C >"$WORK/initdb.log" 2>&1 \
+		|| { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
+	local preload="shared_preload_libraries = 'batpak'"
+	[[ $BASELINE_ONLY == 1 ]] && preload="# batpak not preloaded (BENCH_BASELINE_ONLY=1)"
+	as_pg tee -a "$PGDATA/postgresql.conf" >/dev/null <<-EOF
+
+		# --- test/bench/run.sh ---
+		$preload
+		listen_addresses = ''
+		unix_socket_directories = '$WORK'
+		port = $PORT
+		shared_buffers = 256MB
+		max_connections = 100
+		work_mem = 64MB
+		fsync = on
+		synchronous_commit = on
+	EOF
+	start_cluster
+	local settings
+	settings=$(q "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name)
+	             FROM pg_settings WHERE name IN ('shared_buffers', 'max_connections', 'work_mem', 'fsync',
+	               'synchronous_commit', 'wal_sync_method', 'full_page_writes', 'max_wal_size',
+	               'checkpoint_timeout', 'max_parallel_workers_per_gather', 'shared_preload_libraries')")
+	put pg.settings "$settings"
+	put pg.version "$(q "SELECT version()")"
+	put payload.text_bytes "$(q "SELECT octet_length(\$p\$$PAYLOAD\$p\$)")"
+	put payload.jsonb_bytes "$(q "SELECT pg_column_size(\$p\$$PAYLOAD\$p\$::jsonb)")"
+
+	q "CREATE TABLE events (id uuid PRIMARY KEY, stream text, version bigint, type text, data jsonb,
+	                        UNIQUE (stream, version));
+	   CREATE SEQUENCE v;" >/dev/null
+	if [[ $BASELINE_ONLY != 1 ]]; then
+		local err
+		if ! err=$(q "CREATE EXTENSION batpak" 2>&1); then
+			die "CREATE EXTENSION batpak failed: $err"
+		fi
+		local w
+		w=$(wait_ready 60) || die "the batpak writer never became ready after CREATE EXTENSION"
+		say "batpak ready ($(printf '%.2f' "$w") s after CREATE EXTENSION)"
+		put stats.columns "$(q "SELECT string_agg(attname, ', ' ORDER BY attnum) FROM pg_attribute
+		                        WHERE attrelid = 'batpak.stats'::regclass AND attnum > 0 AND NOT attisdropped")"
+	fi
+}
+
+sec_baseline_writes() {
+	bench_tps base1 1 1 baseline_insert.sql 1 latency
+	bench_tps base32 32 2 baseline_insert.sql 1
+	bench_tps basebatch 1 1 baseline_batch.sql 1000
+}
+
+sec_batpak_writes() {
+	bench_tps bp1 1 1 batpak_append.sql 1 latency
+	bench_tps bp32 32 2 batpak_append.sql 1
+	bench_tps bpbatch 1 1 batpak_batch.sql 1000
+	bench_tps bpbuild 1 1 batpak_batch_build.sql 1000
+}
+
+# Write a psql script that loads $NHOT events into one entity and the rest of
+# $NLOAD over 1,000 entities, $LOAD_BATCH per statement.  $1: batpak|baseline
+load_sql() {
+	local kind=$1 done_n=0 ent n
+	echo '\set ON_ERROR_STOP on'
+	while (( done_n < NLOAD )); do
+		n=$LOAD_BATCH
+		(( done_n + n > NLOAD )) && n=$(( NLOAD - done_n ))
+		if (( done_n < NHOT )); then ent="'bench-hot'"; else ent="'e' || (i % 1000)"; fi
+		if [[ $kind == batpak ]]; then
+			printf "SELECT count(*) FROM batpak.append_batch((SELECT array_agg(ROW(%s, 'bench', 'bench', \$p\$%s\$p\$::jsonb, NULL, NULL, NULL, NULL, NULL)::batpak.new_event) FROM generate_series(1, %d) AS i));\n" \
+				"$ent" "$PAYLOAD" "$n"
+		else
+			printf "INSERT INTO events (id, stream, version, type, data) SELECT gen_random_uuid(), %s, nextval('v'), 'bench', \$p\$%s\$p\$::jsonb FROM generate_series(1, %d) AS i;\n" \
+				"$ent" "$PAYLOAD" "$n"
+		fi
+		done_n=$(( done_n + n ))
+	done
+}
+
+# load KEY KIND: run the load script once, timed (rate = loaded rows/s)
+load_timed() {
+	local key=$1 kind=$2 t0 t1 secs
+	load_sql "$kind" >"$WORK/load-$kind.sql"
+	t0=$(date +%s.%N)
+	QTIMEOUT=1800 timeout 1800 "$PGBIN/psql" -X -q -A -t -f "$WORK/load-$kind.sql" >/dev/null
+	t1=$(date +%s.%N)
+	secs=$(calc 'b - a' -v a="$t0" -v b="$t1")
+	put "$key.secs" "$secs"
+	put "$key.rate" "$(calc 'n / s' -v n="$NLOAD" -v s="$secs")"
+	say "   $key: $NLOAD rows in $(printf '%.1f' "$secs") s = $(grp "$(calc 'n / s' -v n="$NLOAD" -v s="$secs")") /s"
+}
+
+sec_baseline_reads() {
+	load_timed baseload baseline
+	QTIMEOUT=1800 q "VACUUM ANALYZE events" >/dev/null
+	QTIMEOUT=600 q "CHECKPOINT" >/dev/null
+	bench_count baseall "SELECT count(*) FROM events"
+	bench_count basestream "SELECT count(*) FROM events WHERE stream = 'bench-hot'"
+	put baseidx.bytes "$(q "SELECT pg_indexes_size('events')")"
+	put baseidx.rows "$(q "SELECT count(*) FROM events")"
+}
+
+sec_batpak_reads() {
+	load_timed bpload batpak
+	bench_count bpall "SELECT count(*) FROM batpak.read_all()"
+	bench_count bpstream "SELECT count(*) FROM batpak.read_stream('bench-hot')"
+}
+
+# Index memory from batpak.stats; $1 is a key suffix (before/after restart).
+stats_index() {
+	local tag=$1 cols ev ib row
+	cols=$(get stats.columns)
+	row=$(q "SELECT row_to_json(s) FROM batpak.stats s")
+	put "stats.row.$tag" "$row"
+	[[ ", $cols, " == *", events, "* && ", $cols, " == *", index_bytes, "* ]] \
+		|| { na "idx.$tag" "batpak.stats has no events/index_bytes columns (has: $cols)"; return 0; }
+	ev=$(q "SELECT events FROM batpak.stats")
+	ib=$(q "SELECT index_bytes FROM batpak.stats")
+	put "idx.$tag.events" "$ev"
+	put "idx.$tag.bytes" "$ib"
+	if [[ ", $cols, " == *", index_bytes_per_event, "* ]]; then
+		put "idx.$tag.view_bpe" "$(q "SELECT index_bytes_per_event FROM batpak.stats")"
+	fi
+	if [[ $ev =~ ^[0-9]+$ && $ev -gt 0 && $ib =~ ^[0-9]+$ ]]; then
+		put "idx.$tag.bpe" "$(calc 'b / e' -v b="$ib" -v e="$ev")"
+	else
+		na "idx.$tag" "events=$ev index_bytes=$ib"
+	fi
+}
+
+# Start-up: fast shutdown, pg_ctl start -w, then poll until 'ready'.
+sec_startup() {
+	local i t0 t1 w starts=() readys=() totals=() writers=()
+	stats_index before
+	for i in $(seq 1 "$RUNS"); do
+		stop_cluster
+		t0=$(date +%s.%N)
+		start_cluster
+		t1=$(date +%s.%N)
+		w=$(wait_ready 120)
+		starts+=("$(calc 'b - a' -v a="$t0" -v b="$t1")")
+		readys+=("$w")
+		if [[ ", $(get stats.columns), " == *", ready_at, "* ]]; then
+			writers+=("$(q "SELECT extract(epoch FROM ready_at - started_at) FROM batpak.stats")")
+		fi
+		totals+=("$(calc 's + w' -v s="${starts[-1]}" -v w="$w")")
+		say "   restart $i: pg_ctl start ${starts[-1]} s, then ready after $w s"
+	done
+	put_stats startup.ready "${readys[@]}"
+	put_stats startup.pgstart "${starts[@]}"
+	put_stats startup.total "${totals[@]}"
+	[[ ${#writers[@]} -eq 0 ]] || put_stats startup.writer "${writers[@]}"
+	stats_index after
+}
+
+# ================================================================== report
+
+# cell KEY UNIT DECIMALS: "median unit [min–max]" or "n/a (why)"
+cell() {
+	local k=$1 unit=$2 d=${3:-0} m lo hi why
+	m=$(get "$k"); lo=$(get "$k.min"); hi=$(get "$k.max")
+	if [[ -z $m ]]; then
+		why=$(get "${k%.*}.why")
+		echo "n/a${why:+ ($why)}"
+		return
+	fi
+	if [[ -n $lo && -n $hi ]]; then
+		echo "$(grp "$m" "$d")${unit} [$(grp "$lo" "$d")–$(grp "$hi" "$d")]"
+	else
+		echo "$(grp "$m" "$d")${unit}"
+	fi
+}
+
+# num KEY: the stored integer with thousands grouped, or "?"
+num() {
+	local v
+	v=$(get "$1")
+	if [[ -n $v ]]; then grp "$v"; else printf '?'; fi
+}
+
+# ratio A B DECIMALS: A/B or empty
+ratio() {
+	local a b
+	a=$(get "$1"); b=$(get "$2")
+	[[ -n $a && -n $b ]] && awk -v a="$a" -v b="$b" 'BEGIN { exit !(b > 0) }' || return 0
+	printf '%.2f×' "$(calc 'a / b' -v a="$a" -v b="$b")"
+}
+
+# met VALUE OP TARGET: yes/no (empty value: n/a)
+met() {
+	local v=$1 op=$2 t=$3
+	[[ -n $v ]] || { echo "n/a"; return; }
+	if awk -v v="$v" -v t="$t" -v op="$op" 'BEGIN { exit !((op == ">=") ? v >= t : v <= t) }'; then
+		echo "yes"
+	else
+		echo "**no**"
+	fi
+}
+
+report() {
+	local fs_us small="" r v
+	fs_us=$(get fsync.us)
+	(( NLOAD < 1000000 )) && small=" (BENCH_SCALE=$BENCH_SCALE: only $(grp "$NLOAD") events loaded, goals are stated for ≥ 1,000,000)"
+
+	echo "# batpak benchmark"
+	echo
+	echo "Generated by \`test/bench/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'), BENCH_SCALE=$BENCH_SCALE" \
+	     "($RUNS runs of ${DUR}s per pgbench workload; cells are the median with [min–max])."
+	echo
+	echo "- Machine: $(get machine.cpu), $(get machine.nproc) CPUs (nproc), $(get machine.mem) RAM, $(get machine.kernel)"
+	echo "- Disk: $(get machine.fs) in the temporary directory; fdatasync floor (pg_test_fsync -s 2, one 8kB write):" \
+	     "$(cell fsync.ops ' ops/s' 0), $(cell fsync.us ' µs/op' 0)"
+	echo "- PostgreSQL: $(get pg.version)"
+	echo "- Settings: $(get pg.settings) (fsync and synchronous_commit are on: every commit and every batpak append waits for a durable write)"
+	echo "- Payload: $(get payload.text_bytes) bytes of JSON text, $(get payload.jsonb_bytes) bytes as jsonb; 100 streams/entities for the write workloads"
+	echo "- Baseline: \`events(id uuid primary key, stream text, version bigint, type text, data jsonb, unique (stream, version))\`, version from a sequence; pgbench -M prepared, 32 clients use -j 2"
+	[[ $BASELINE_ONLY == 1 ]] && echo "- BENCH_BASELINE_ONLY=1: batpak was not measured"
+	echo
+	echo "| workload | batpak | baseline | ratio | goal | met? |"
+	echo "|---|---|---|---|---|---|"
+
+	# 1-client latency
+	local bl bp
+	bp=$(cell bp1.lat ' ms' 3); bl=$(cell base1.lat ' ms' 3)
+	if [[ -n $(get bp1.lat) ]]; then
+		bp="avg $bp, p50 $(grp "$(get bp1.p50)" 3), p99 $(grp "$(get bp1.p99)" 3) ms"
+		if [[ -n $fs_us ]]; then
+			bp="$bp = $(printf '%.1f' "$(calc 'l * 1000 / f' -v l="$(get bp1.lat)" -v f="$fs_us")") fdatasyncs"
+		fi
+	fi
+	if [[ -n $(get base1.lat) ]]; then
+		bl="avg $bl, p50 $(grp "$(get base1.p50)" 3), p99 $(grp "$(get base1.p99)" 3) ms"
+		if [[ -n $fs_us ]]; then
+			bl="$bl = $(printf '%.1f' "$(calc 'l * 1000 / f' -v l="$(get base1.lat)" -v f="$fs_us")") fdatasyncs"
+		fi
+	fi
+	r=$(ratio bp1.lat base1.lat)
+	echo "| 1 client: latency per append / insert | $bp | $bl | ${r:-n/a} (latency, lower is better) | ≈ 1 fdatasync (informational) | — |"
+
+	r=$(ratio bp1.rate base1.rate)
+	echo "| 1 client: appends/s vs inserts/s | $(cell bp1.rate /s) | $(cell base1.rate /s) | ${r:-n/a} | — | — |"
+
+	r=$(ratio bp32.rate base32.rate)
+	v=$(get bp32.rate); local b32; b32=$(get base32.rate)
+	local m32="n/a"
+	[[ -n $v && -n $b32 ]] && m32=$(met "$(calc 'a / b' -v a="$v" -v b="$b32")" '>=' 2)
+	local gc=""
+	[[ -n $(get bp32.per_fsync) ]] && gc=" ($(printf '%.1f' "$(get bp32.per_fsync)") appends per writer fdatasync)"
+	echo "| 32 clients: appends/s vs inserts/s | $(cell bp32.rate /s)$gc | $(cell base32.rate /s) | ${r:-n/a} | ≥ 2× baseline | $m32 |"
+
+	r=$(ratio bpbatch.rate basebatch.rate)
+	local build=""
+	if [[ -n $(get bpbuild.rate) && -n $(get bpbatch.rate) ]]; then
+		build=" (building the array alone: $(cell bpbuild.rate ' events/s'), i.e. $(printf '%.0f' "$(calc '100 * b / a' -v a="$(get bpbuild.rate)" -v b="$(get bpbatch.rate)")")% of the statement time)"
+	fi
+	echo "| append_batch of 1,000 events (whole statement)$build | $(cell bpbatch.rate ' events/s') | $(cell basebatch.rate ' rows/s') (1,000-row INSERT … SELECT) | ${r:-n/a} | ≥ 200,000 events/s | $(met "$(get bpbatch.rate)" '>=' 200000) |"
+
+	r=$(ratio bpload.rate baseload.rate)
+	echo "| bulk load of $(grp "$NLOAD") events, $(grp "$LOAD_BATCH") per statement (1 run) | $(cell bpload.rate ' events/s') | $(cell baseload.rate ' rows/s') | ${r:-n/a} | — | — |"
+
+	r=$(ratio bpall.rate baseall.rate)
+	echo "| read_all: count(*) of $(num bpall.rows) events vs count(*) of $(num baseall.rows) rows$small | $(cell bpall.rate ' events/s') | $(cell baseall.rate ' rows/s') | ${r:-n/a} | ≥ 1,000,000 events/s | $(met "$(get bpall.rate)" '>=' 1000000) |"
+
+	r=$(ratio bpstream.rate basestream.rate)
+	echo "| read_stream: count(*) of one entity with $(num bpstream.rows) events vs count(*) WHERE stream = … | $(cell bpstream.rate ' events/s') | $(cell basestream.rate ' rows/s') | ${r:-n/a} | ≥ 1,000,000 events/s | $(met "$(get bpstream.rate)" '>=' 1000000) |"
+
+	local ev; ev=$(get idx.after.events)
+	echo "| start-up: pg_ctl start returned → stats.state = 'ready', $(num idx.after.events) events stored$small | $(cell startup.ready ' s' 2)$(wr=$(get startup.writer); [[ -z $wr ]] || printf ' (writer: started_at → ready_at %.2f s)' "$wr") | $(cell startup.pgstart ' s' 2) (pg_ctl start -w itself) | — | ≤ 3 s | $(met "$(get startup.ready)" '<=' 3) |"
+
+	local bpe bbpe
+	bpe=$(get idx.after.bpe)
+	bbpe=""
+	[[ -n $(get baseidx.bytes) && -n $(get baseidx.rows) ]] && (( $(get baseidx.rows) > 0 )) \
+		&& bbpe=$(calc 'b / n' -v b="$(get baseidx.bytes)" -v n="$(get baseidx.rows)")
+	local bcell="n/a" bpcell
+	[[ -n $bbpe ]] && bcell="$(printf '%.1f' "$bbpe") B/row (on-disk btrees: pkey + unique, $(grp "$(get baseidx.rows)") rows)"
+	if [[ -n $bpe ]]; then
+		bpcell="$(printf '%.1f' "$bpe") B/event ($(grp "$(get idx.after.bytes)") B / $(grp "$ev") events, after restart"
+		[[ -n $(get idx.before.bpe) ]] && bpcell="$bpcell; $(printf '%.1f' "$(get idx.before.bpe)") before restart"
+		bpcell="$bpcell)"
+	else
+		bpcell="n/a"
+		[[ -n $(get idx.after.why) ]] && bpcell="n/a ($(get idx.after.why))"
+	fi
+	r=""
+	[[ -n $bpe && -n $bbpe ]] && r=$(printf '%.2f×' "$(calc 'a / b' -v a="$bpe" -v b="$bbpe")")
+	echo "| index memory per event (batpak.stats) | $bpcell | $bcell | ${r:-n/a} | ≤ 64 B/event | $(met "$bpe" '<=' 64) |"
+
+	# Anything that failed or could not be measured.
+	local notes
+	notes=$(awk -F'\t' '$1 ~ /^failed\./ || $1 ~ /\.why$/ { print "- " $1 ": " $2 }' "$KV")
+	if [[ -n $notes ]]; then
+		echo
+		echo "Not measured / failed:"
+		echo
+		echo "$notes"
+	fi
+	echo
+	echo "Notes:"
+	echo
+	echo "- Latency percentiles come from \`pgbench --log\` (every transaction of each 1-client run); the 1-client rows use -M prepared."
+	echo "- The append_batch statement builds its 1,000-element array with array_agg over generate_series and appends it; the construction is measured separately and included in the figure."
+	echo "- count(*) on the plain table may use a parallel seq scan or an index-only scan; batpak reads run in the backend that calls them. The reads are warm (the data was just written)."
+	echo "- Start-up is measured with the OS page cache warm (the segment files were just written)."
+	echo "- Index memory on the baseline side is the on-disk size of its two btrees, for scale only."
+	if [[ -n $(get stats.row.after) ]]; then
+		echo "- batpak.stats after the last restart: \`$(get stats.row.after)\`"
+	fi
+	echo "- Whole run: $((SECONDS - T_BEGIN)) s."
+}
+
+# ==================================================================== main
+
+say "batpak benchmark: BENCH_SCALE=$BENCH_SCALE, ${DUR}s per run, $RUNS runs, $(grp "$NLOAD") events to load, work dir $WORK"
+section machine sec_machine
+section fsync sec_fsync
+setup_cluster
+section baseline-writes sec_baseline_writes
+if [[ $BASELINE_ONLY != 1 ]]; then
+	section batpak-writes sec_batpak_writes
+fi
+section baseline-reads sec_baseline_reads
+if [[ $BASELINE_ONLY != 1 ]]; then
+	section batpak-reads sec_batpak_reads
+	section startup sec_startup
+fi
+
+report >"$WORK/results.md"
+cat "$WORK/results.md"
+cp "$WORK/results.md" "$RESULTS"
+say "results written to $RESULTS"
