@@ -115,9 +115,30 @@ batpak_hash_key(const char *data, Size len, uint8 *out)
 void
 batpak_uuid_for_seq(uint64 seq, pg_uuid_t *out)
 {
+	static uint8 key[crypto_stream_chacha20_KEYBYTES];
+	static uint64 nonce = 0;
+	static uint8 pool[4096];
+	static Size pool_used = sizeof(pool);
 	uint8	   *d = out->data;
 
-	randombytes_buf(d + 8, 8);
+	/*
+	 * libsodium 1.0.18's randombytes_buf is a getrandom() system call per
+	 * call.  Draw the random bits from a ChaCha20 keystream under a random
+	 * key instead, 512 ids per block.
+	 */
+	if (pool_used + 8 > sizeof(pool))
+	{
+		uint8		n[crypto_stream_chacha20_NONCEBYTES];
+
+		if (nonce == 0)
+			randombytes_buf(key, sizeof(key));
+		nonce++;
+		memcpy(n, &nonce, sizeof(n));
+		crypto_stream_chacha20(pool, sizeof(pool), n, key);
+		pool_used = 0;
+	}
+	memcpy(d + 8, pool + pool_used, 8);
+	pool_used += 8;
 	d[0] = (uint8) (seq >> 52);
 	d[1] = (uint8) (seq >> 44);
 	d[2] = (uint8) (seq >> 36);

@@ -41,7 +41,20 @@ typedef enum BatpakWaitResult
 static uint64 batpak_request_counter = 0;
 static bool batpak_exit_hook_registered = false;
 
-/* the request in flight, for cleanup at backend exit */
+/*
+ * This backend's request buffer in the writer's DSA area.  It is kept from
+ * one request to the next: allocating and freeing a large chunk per call
+ * makes the DSA create and destroy a shared memory segment each time.  The
+ * writer never frees it, except after we abandoned it (then we forget it);
+ * we free it at backend exit.  It belongs to one index incarnation.
+ */
+static dsa_area *batpak_buf_area = NULL;
+static dsa_pointer batpak_buf_dp = InvalidDsaPointer;
+static Size batpak_buf_size = 0;
+
+#define BATPAK_MIN_REQUEST_BUFFER	8192
+
+/* the request in flight, in the buffer above */
 static dsa_area *batpak_inflight_area = NULL;
 static dsa_pointer batpak_inflight_dp = InvalidDsaPointer;
 
@@ -58,13 +71,49 @@ batpak_writer_gone(BatpakSlot *slot)
 		pg_atomic_read_u32(&BatpakCtl->state) == BATPAK_STATE_STOPPED;
 }
 
+/* The request is over and its buffer is ours again */
 static void
 batpak_free_inflight(void)
 {
-	if (batpak_inflight_area != NULL && DsaPointerIsValid(batpak_inflight_dp))
-		dsa_free(batpak_inflight_area, batpak_inflight_dp);
 	batpak_inflight_area = NULL;
 	batpak_inflight_dp = InvalidDsaPointer;
+}
+
+/* The writer took over the buffer (to free it): forget it */
+static void
+batpak_forget_buffer(void)
+{
+	batpak_buf_area = NULL;
+	batpak_buf_dp = InvalidDsaPointer;
+	batpak_buf_size = 0;
+	batpak_free_inflight();
+}
+
+/* A buffer of at least size bytes in the current index area */
+static dsa_pointer
+batpak_get_buffer(BatpakIndex *idx, Size size)
+{
+	if (batpak_buf_area != idx->area)
+	{
+		/* an older incarnation's area, already detached: nothing to free */
+		batpak_forget_buffer();
+	}
+	if (DsaPointerIsValid(batpak_buf_dp) && batpak_buf_size >= size)
+		return batpak_buf_dp;
+	if (DsaPointerIsValid(batpak_buf_dp))
+		dsa_free(batpak_buf_area, batpak_buf_dp);
+	batpak_forget_buffer();
+	size = Max(size, BATPAK_MIN_REQUEST_BUFFER);
+	batpak_buf_dp = dsa_allocate_extended(idx->area, size,
+										  DSA_ALLOC_HUGE | DSA_ALLOC_NO_OOM);
+	if (!DsaPointerIsValid(batpak_buf_dp))
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of shared memory for a batpak request of %zu bytes",
+						size)));
+	batpak_buf_area = idx->area;
+	batpak_buf_size = size;
+	return batpak_buf_dp;
 }
 
 /*
@@ -95,8 +144,7 @@ batpak_abandon(BatpakSlot *slot)
 										   BATPAK_SLOT_ABANDONED))
 		{
 			/* the writer frees the request when it is done with it */
-			batpak_inflight_area = NULL;
-			batpak_inflight_dp = InvalidDsaPointer;
+			batpak_forget_buffer();
 			return BATPAK_SLOT_PROCESSING;
 		}
 	}
@@ -116,13 +164,32 @@ batpak_exit_hook(int code, Datum arg)
 		return;
 	slot = batpak_my_slot();
 	state = pg_atomic_read_u32(&slot->state);
-	if (state == BATPAK_SLOT_IDLE || state == BATPAK_SLOT_ABANDONED)
-		return;
-	if (batpak_abandon(slot) == BATPAK_SLOT_DONE)
+	if (state != BATPAK_SLOT_IDLE && state != BATPAK_SLOT_ABANDONED &&
+		batpak_abandon(slot) == BATPAK_SLOT_DONE)
 	{
 		batpak_free_inflight();
 		pg_atomic_write_u32(&slot->state, BATPAK_SLOT_IDLE);
 	}
+
+	/*
+	 * Give the buffer back (the area is still mapped: before_shmem_exit
+	 * callbacks run before DSM detach), unless the writer owns it now.
+	 */
+	if (pg_atomic_read_u32(&slot->state) == BATPAK_SLOT_IDLE &&
+		batpak_buf_area != NULL && DsaPointerIsValid(batpak_buf_dp) &&
+		pg_atomic_read_u32(&BatpakCtl->incarnation) != 0)
+	{
+		PG_TRY();
+		{
+			dsa_free(batpak_buf_area, batpak_buf_dp);
+		}
+		PG_CATCH();
+		{
+			FlushErrorState();
+		}
+		PG_END_TRY();
+	}
+	batpak_forget_buffer();
 }
 
 /* Allocate a local request with room for the events and the receipts */
@@ -139,8 +206,8 @@ batpak_request_create(uint32 nevents, Size events_size)
 				 errmsg("append request is too large"),
 				 errdetail("The request needs %zu bytes; the limit is %zu.",
 						   total, BATPAK_MAX_REQUEST_SIZE)));
-	req = MemoryContextAllocExtended(CurrentMemoryContext, total,
-									 MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+	req = MemoryContextAllocExtended(CurrentMemoryContext, total, MCXT_ALLOC_HUGE);
+	memset(req, 0, offsetof(BatpakRequest, events));
 	req->nevents = nevents;
 	req->total_size = total;
 	req->receipts_off = receipts_off;
@@ -283,13 +350,7 @@ batpak_submit_and_wait(BatpakRequest *req)
 		idx = batpak_attach_index(true);
 		batpak_wait_slot_idle(slot, deadline);
 
-		dp = dsa_allocate_extended(idx->area, req->total_size,
-								   DSA_ALLOC_HUGE | DSA_ALLOC_NO_OOM);
-		if (!DsaPointerIsValid(dp))
-			ereport(ERROR,
-					(errcode(ERRCODE_OUT_OF_MEMORY),
-					 errmsg("out of shared memory for a batpak request of %zu bytes",
-							req->total_size)));
+		dp = batpak_get_buffer(idx, req->total_size);
 		memcpy(dsa_get_address(idx->area, dp), req, req->receipts_off);
 		batpak_inflight_area = idx->area;
 		batpak_inflight_dp = dp;
