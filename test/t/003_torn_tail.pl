@@ -52,24 +52,35 @@ sub parse_checked
 	return $seg;
 }
 
-# Start the node and check the torn-tail LOG line and the cut.
-sub start_and_check_cut
+# Start the node; check the writer is ready and the events before the cut
+# are intact.  False if the writer did not become ready.
+sub start_and_check
 {
-	my ($label, $offset, $discarded, $n_events, $snapshot) = @_;
-	my $logpos = -s $node->logfile;
+	my ($label, $n_events, $snapshot) = @_;
 	$node->start;
-	ok(wait_state($node, 'ready'), "$label: writer ready after recovery");
-	my $expect = qr/batpak: truncated torn tail of segment \Q$segname\E at offset $offset \($discarded bytes discarded\)/;
-	ok($node->log_contains($expect, $logpos),
-		"$label: log says: truncated torn tail of segment $segname at offset $offset ($discarded bytes discarded)")
-	  or diag(slurp_file($node->logfile, $logpos));
-	is(-s $segpath, $offset, "$label: segment truncated at offset $offset");
+	ok(wait_state($node, 'ready'), "$label: writer ready after recovery")
+	  or return 0;
 	is(read_all_text($node), $snapshot, "$label: earlier events intact");
 	is(integrity_report($node), "$n_events|1|$n_events|$n_events|0|0",
 		"$label: $n_events events, dense and linked");
 	is(verify_report($node), $node->safe_psql('postgres',
 			'SELECT count(DISTINCT entity) FROM batpak.read_all()') . "|t|$n_events|0",
 		"$label: verify_chain ok");
+	return 1;
+}
+
+# Start the node and check the torn-tail LOG line and the cut as well.
+sub start_and_check_cut
+{
+	my ($label, $offset, $discarded, $n_events, $snapshot) = @_;
+	my $logpos = -s $node->logfile;
+	my $ready = start_and_check($label, $n_events, $snapshot);
+	my $expect = qr/batpak: truncated torn tail of segment \Q$segname\E at offset $offset \($discarded bytes discarded\)/;
+	ok($node->log_contains($expect, $logpos),
+		"$label: log says: truncated torn tail of segment $segname at offset $offset ($discarded bytes discarded)")
+	  or diag(slurp_file($node->logfile, $logpos));
+	is(-s $segpath, $offset, "$label: segment truncated at offset $offset") if $ready;
+	return $ready;
 }
 
 # --- A: the last frame is cut short --------------------------------------------
@@ -136,23 +147,66 @@ is( $node->safe_psql('postgres',
 is( join(',', map { "$_->{global_sequence}/$_->{entity_sequence}" } @batch),
 	'6/1,7/4,8/2', 'B: the batch written again gets 6, 7, 8');
 
-# --- C: zeros after the last frame --------------------------------------------------
+# --- C: zeros after the last frame ---------------------------------------------
+#
+# What a crash leaves when the writer preallocates: free space, not damage.
 
 $snapshot = read_all_text($node);
 $node->stop('fast');
 $seg = parse_checked('C', 8);
 my $end = $seg->{data_end};
-is($seg->{size}, $end, 'C: no bytes after the last frame');
+is($seg->{size}, $end, 'C: a clean shutdown leaves no bytes after the last frame');
 open(my $fh, '>>:raw', $segpath) or die "$segpath: $!";
 print $fh "\0" x 100;
 close $fh;
-start_and_check_cut('C', $end, 100, 8, $snapshot);
+start_and_check('C', 8, $snapshot);
 my $next = append_one(q{'e2', 'torn', 'k', '{"n": 9}'});
 is("$next->{global_sequence}|$next->{entity_sequence}", '9|3',
 	'C: appends continue at 9');
 
 $node->stop('fast');
 $seg = parse_checked('C after append', 9);
-is($seg->{frames}[8]{offset}, $end, 'C: the new frame starts where the cut was');
+is($seg->{frames}[8]{offset}, $end, 'C: the new frame starts where the data ended');
+is($seg->{size}, $seg->{frames}[8]{end}, 'C: and the file ends with it');
+
+# --- D: power cut, the last frame's end never reached the disk ---------------------
+#
+# The node is SIGKILLed (the segment keeps whatever preallocated space it
+# had), then the end of the last frame is zeroed as if the page or sector
+# holding it had not been written: from the middle of its body (D1), and
+# only its last 10 bytes, inside event_hash (D2: a page boundary falling
+# there).  Either way the frame is torn, not corrupt: it was never
+# acknowledged, everything after it is zero, and recovery must cut it.
+
+sub power_cut_case
+{
+	my ($label, $n_before, $zero_from) = @_;
+	$node->start;
+	ok(wait_state($node, 'ready'), "$label: writer ready") or return;
+	my $snap = read_all_text($node);
+	my $victim = append_one(qq{'e1', 'torn', 'k', '{"case": "$label"}'});
+	is($victim->{global_sequence}, $n_before + 1, "$label: event appended");
+	crash_node($node);
+	my $seg = parse_segment($segpath);
+	my $f = $seg->{frames}[-1];
+	is("$f->{global_sequence}|$f->{end}", ($n_before + 1) . "|$seg->{data_end}",
+		"$label: the victim is the last frame");
+	unlike(read_bytes($segpath, $f->{end}, $seg->{size} - $f->{end}), qr/[^\0]/,
+		"$label: only zeros after it (" . ($seg->{size} - $f->{end}) . ' bytes)');
+	my $from = $zero_from->($f);
+	patch_file($segpath, $from, "\0" x ($f->{end} - $from));
+	start_and_check_cut($label, $f->{offset}, $seg->{size} - $f->{offset},
+		$n_before, $snap)
+	  or return;
+	is($node->safe_psql('postgres', "SELECT batpak.get('$victim->{event_id}') IS NULL"),
+		't', "$label: the torn event is gone");
+	my $again = append_one(qq{'e1', 'torn', 'k', '{"case": "$label again"}'});
+	is($again->{global_sequence}, $n_before + 1,
+		"$label: its global sequence is handed out again");
+	$node->stop('fast');
+}
+
+power_cut_case('D1', 9, sub { $_[0]{offset} + 8 + int($_[0]{length} / 2) });
+power_cut_case('D2', 10, sub { $_[0]{end} - 10 });
 
 done_testing();
