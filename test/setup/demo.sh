@@ -139,7 +139,7 @@ start() {
 
 	say "running test/setup/demo.sql"
 	echo
-	"${psql[@]}" -v ON_ERROR_STOP=1 --echo-all -f "$REPO/test/setup/demo.sql"
+	"${psql[@]}" -q -v ON_ERROR_STOP=1 --echo-all -f "$REPO/test/setup/demo.sql"
 
 	cat <<-EOF
 
