@@ -30,6 +30,9 @@ FALLBACK_DIR="${TMPDIR:-/tmp}/batpak-demo"
 POINTER="$REPO/.demo_cluster_location"
 
 is_root && ensure_run_user
+# Every path below is absolute; the server owner may not be allowed into the
+# current directory (pg_ctl would complain).
+cd /
 
 say() { printf 'demo: %s\n' "$*"; }
 

@@ -15,8 +15,8 @@
 # initdb and postgres refuse to run as root.  As root, the tree (without .git
 # and build products) is copied to a temporary directory owned by
 # BATPAK_TEST_USER (default postgres), the suites run there as that user, and
-# their outputs (regression.diffs, results/, output_iso/, tmp_check/log/,
-# tmp_check_*/log/) are copied back so they are where a non-root run leaves
+# their outputs (regression.diffs, results/, log/, output_iso/,
+# tmp_check/log/) are copied back so they are where a non-root run leaves
 # them.  BATPAK_KEEP_STAGING=1 keeps the copy; BATPAK_STAGE_DIR says where to
 # make it (default $TMPDIR or /tmp).
 #
@@ -50,7 +50,7 @@ make_args=(--no-print-directory "PG_CONFIG=$PG_CONFIG")
 # The outputs of each suite, relative to the tree.
 outputs_of() {
 	case $1 in
-		regress) echo "regression.diffs regression.out results tmp_check_regress" ;;
+		regress) echo "regression.diffs regression.out results log tmp_check_regress" ;;
 		isolation) echo "output_iso tmp_check_iso" ;;
 		tap) echo "tmp_check" ;;
 	esac
@@ -175,13 +175,13 @@ for phase in "${phases[@]}"; do
 		case $phase in
 			regress)
 				show_diffs "$REPO/regression.diffs"
-				show_tail "$REPO/tmp_check_regress/log/postmaster.log"
-				show_tail "$REPO/tmp_check_regress/log/initdb.log"
+				show_tail "$REPO/log/postmaster.log"
+				show_tail "$REPO/log/initdb.log"
 				;;
 			isolation)
 				show_diffs "$REPO/output_iso/regression.diffs"
-				show_tail "$REPO/tmp_check_iso/log/postmaster.log"
-				show_tail "$REPO/tmp_check_iso/log/initdb.log"
+				show_tail "$REPO/output_iso/log/postmaster.log"
+				show_tail "$REPO/output_iso/log/initdb.log"
 				;;
 			tap)
 				shown=0
@@ -204,7 +204,7 @@ for phase in "${phases[@]}"; do
 	echo "  ${line_of[$phase]}"
 done
 if [ "$total_fail" -ne 0 ]; then
-	echo "  outputs: regression.diffs, output_iso/, tmp_check/log/, tmp_check_*/log/"
+	echo "  outputs: regression.diffs, results/, log/ (pg_regress server), output_iso/, tmp_check/log/ (TAP)"
 fi
 echo "batpak: $total_pass passed, $total_fail failed, $total_skip skipped"
 [ "$total_fail" -eq 0 ]
