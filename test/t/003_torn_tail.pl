@@ -63,9 +63,7 @@ sub start_and_check
 	is(read_all_text($node), $snapshot, "$label: earlier events intact");
 	is(integrity_report($node), "$n_events|1|$n_events|$n_events|0|0",
 		"$label: $n_events events, dense and linked");
-	is(verify_report($node), $node->safe_psql('postgres',
-			'SELECT count(DISTINCT entity) FROM batpak.read_all()') . "|t|$n_events|0",
-		"$label: verify_chain ok");
+	is(verify_report($node), expected_verify_report($node), "$label: verify_chain ok");
 	return 1;
 }
 

@@ -53,9 +53,7 @@ sub start_append
 sub running
 {
 	my ($c) = @_;
-	return 0 unless $c->{h}->pumpable;
-	$c->{h}->pump_nb;
-	return $c->{h}->pumpable;
+	return harness_running($c->{h});
 }
 
 # 'receipt', a SQLSTATE, or 'other: <stderr>' once the client has ended.
@@ -105,9 +103,7 @@ sub check_consistent
 	my ($label) = @_;
 	my $n = $node->safe_psql('postgres', 'SELECT count(*) FROM batpak.read_all()');
 	is(integrity_report($node), "$n|1|$n|$n|0|0", "$label: sequences dense, chains linked");
-	my $entities = $node->safe_psql('postgres',
-		'SELECT count(DISTINCT entity) FROM batpak.read_all()');
-	is(verify_report($node), "$entities|t|$n|0", "$label: verify_chain ok");
+	is(verify_report($node), expected_verify_report($node), "$label: verify_chain ok");
 }
 
 $node->safe_psql('postgres',

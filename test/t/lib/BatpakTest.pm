@@ -22,10 +22,11 @@ use Time::HiRes qw(time usleep);
 
 our @EXPORT = qw(
   new_batpak_node wait_state sql_error receipts_of receipt_cols
-  read_all_text integrity_report verify_report zero_hash
+  read_all_text integrity_report verify_report expected_verify_report zero_hash
   segment_dir segment_files parse_segment crc32c flip_byte truncate_file
   patch_file read_bytes
   crash_node child_pids wait_pids_gone proc_state deadline_loop
+  harness_running
 );
 
 # PostgreSQL::Test::Cluster->init runs "$PG_REGRESS --config-auth"; the
@@ -184,6 +185,15 @@ sub verify_report
 		'SELECT count(*), bool_and(ok), sum(events),'
 		  . ' count(*) FILTER (WHERE NOT ok OR first_bad_sequence IS NOT NULL)'
 		  . ' FROM batpak.verify_chain(NULL)');
+}
+
+# What verify_report() must say for the events read_all() returns: every
+# entity ok, all events counted.
+sub expected_verify_report
+{
+	my ($node) = @_;
+	return $node->safe_psql('postgres',
+		q{SELECT count(DISTINCT entity) || '|t|' || count(*) || '|0' FROM batpak.read_all()});
 }
 
 sub segment_dir
@@ -364,6 +374,15 @@ sub deadline_loop
 		return $v if time() > $deadline;
 		usleep(10_000);
 	}
+}
+
+# Pump an IPC::Run harness without blocking; true while its process runs.
+sub harness_running
+{
+	my ($h) = @_;
+	return 0 unless $h->pumpable;
+	$h->pump_nb;
+	return $h->pumpable;
 }
 
 # Single-letter state of a process ('R', 'S', 'Z', ...), undef when gone.
