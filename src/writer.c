@@ -1077,16 +1077,21 @@ static bool writer_all_zero(int fd, uint64 from, uint64 to);
 /*
  * Is the damaged frame at off (the first one that failed) the torn end of
  * the data rather than corruption?  Yes if it runs past the end of the file,
- * or if its last bytes, which hold its hash and are never all zero, are
- * zero (the unwritten rest of a preallocated file) and so is everything
- * after it.  A complete frame that fails its CRC with its hash in place is
+ * or if everything after it is zero and its own bytes end in a run of zeros
+ * that a lost write explains: one that starts on a 512-byte sector boundary
+ * (the unit in which a write reaches the disk), or one of at least 8 bytes
+ * (the frame ends with its hash, and 8 zero bytes there by chance has odds
+ * of 2^-64).  A complete frame that fails its CRC with its end in place is
  * corruption: recovery must fail closed on it.
  */
 static bool
 writer_torn_frame(int fd, uint64 off, uint64 file_size, int rc)
 {
 	char		len_bytes[4];
+	char		tail[512];
 	uint64		end;
+	Size		n;
+	Size		zeros = 0;
 
 	if (rc == BATPAK_DECODE_INCOMPLETE)
 		return true;
@@ -1095,7 +1100,14 @@ writer_torn_frame(int fd, uint64 off, uint64 file_size, int rc)
 	end = off + BATPAK_FRAME_HEADER_SIZE + (uint64) writer_le32(len_bytes);
 	if (end > file_size)
 		return true;
-	return end >= off + 24 && writer_all_zero(fd, end - 16, file_size);
+	if (!writer_all_zero(fd, end, file_size))
+		return false;
+	n = (Size) Min(sizeof(tail), end - off);
+	if (pg_pread(fd, tail, n, (off_t) (end - n)) != (ssize_t) n)
+		return false;
+	while (zeros < n && tail[n - 1 - zeros] == 0)
+		zeros++;
+	return zeros >= 8 || (zeros > 0 && (end - zeros) % 512 == 0);
 }
 
 static bool
