@@ -356,6 +356,7 @@ sec_machine() {
 	put machine.mem "$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
 	put machine.kernel "$(uname -srm)"
 	put machine.cpu "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+	put machine.load_start "$(cut -d' ' -f1-3 /proc/loadavg)"
 	put machine.fs "$(df -PT "$WORK" | awk 'NR == 2 { print $2 " (" $1 ")" }')"
 }
 
@@ -503,6 +504,11 @@ sec_batpak_reads() {
 	load_timed bpload batpak
 	bench_count bpall "SELECT count(*) FROM batpak.read_all()"
 	bench_count bpstream "SELECT count(*) FROM batpak.read_stream('bench-hot')"
+	# Informational: the function scan materializes every row in a tuplestore
+	# of work_mem bytes before count(*) sees it, so the reads depend on
+	# work_mem; the goal is judged on the configured 64MB above.
+	PGOPTIONS='-c work_mem=4MB' bench_count bpall_wm4 "SELECT count(*) FROM batpak.read_all()"
+	PGOPTIONS='-c work_mem=4MB' bench_count bpstream_wm4 "SELECT count(*) FROM batpak.read_stream('bench-hot')"
 }
 
 # Index memory from batpak.stats; $1 is a key suffix (before/after restart).
@@ -607,6 +613,7 @@ report() {
 	     "($RUNS runs of ${DUR}s per pgbench workload; cells are the median with [min–max])."
 	echo
 	echo "- Machine: $(get machine.cpu), $(get machine.nproc) CPUs (nproc), $(get machine.mem) RAM, $(get machine.kernel)"
+	echo "- Load average (1/5/15 min) at the start: $(get machine.load_start), at the end: $(cut -d' ' -f1-3 /proc/loadavg) (anything else running on the machine shows up in the spreads)"
 	echo "- Disk: $(get machine.fs) in the temporary directory; fdatasync floor (pg_test_fsync -s 2, one 8kB write):" \
 	     "$(cell fsync.ops ' ops/s' 0), $(cell fsync.us ' µs/op' 0)"
 	echo "- PostgreSQL: $(get pg.version)"
@@ -650,18 +657,28 @@ report() {
 	r=$(ratio bpbatch.rate basebatch.rate)
 	local build=""
 	if [[ -n $(get bpbuild.rate) && -n $(get bpbatch.rate) ]]; then
-		build=" (building the array alone: $(cell bpbuild.rate ' events/s'), i.e. $(printf '%.0f' "$(calc '100 * b / a' -v a="$(get bpbuild.rate)" -v b="$(get bpbatch.rate)")")% of the statement time)"
+		local a b
+		a=$(get bpbuild.rate); b=$(get bpbatch.rate)
+		build=" (building the array alone: $(cell bpbuild.rate ' events/s'), i.e. $(printf '%.0f' "$(calc '100 * b / a' -v a="$a" -v b="$b")")% of the statement time"
+		if awk -v a="$a" -v b="$b" 'BEGIN { exit !(a > b) }'; then
+			build="$build; the append without it ≈ $(grp "$(calc '1 / (1 / b - 1 / a)' -v a="$a" -v b="$b")") events/s"
+		fi
+		build="$build)"
 	fi
 	echo "| append_batch of 1,000 events (whole statement)$build | $(cell bpbatch.rate ' events/s') | $(cell basebatch.rate ' rows/s') (1,000-row INSERT … SELECT) | ${r:-n/a} | ≥ 200,000 events/s | $(met "$(get bpbatch.rate)" '>=' 200000) |"
 
 	r=$(ratio bpload.rate baseload.rate)
 	echo "| bulk load of $(grp "$NLOAD") events, $(grp "$LOAD_BATCH") per statement (1 run) | $(cell bpload.rate ' events/s') | $(cell baseload.rate ' rows/s') | ${r:-n/a} | — | — |"
 
+	local wm4=""
+	[[ -n $(get bpall_wm4.rate) ]] && wm4=" (same query with work_mem=4MB: $(cell bpall_wm4.rate ' events/s'))"
 	r=$(ratio bpall.rate baseall.rate)
-	echo "| read_all: count(*) of $(num bpall.rows) events vs count(*) of $(num baseall.rows) rows$small | $(cell bpall.rate ' events/s') | $(cell baseall.rate ' rows/s') | ${r:-n/a} | ≥ 1,000,000 events/s | $(met "$(get bpall.rate)" '>=' 1000000) |"
+	echo "| read_all: count(*) of $(num bpall.rows) events vs count(*) of $(num baseall.rows) rows$small | $(cell bpall.rate ' events/s')$wm4 | $(cell baseall.rate ' rows/s') | ${r:-n/a} | ≥ 1,000,000 events/s | $(met "$(get bpall.rate)" '>=' 1000000) |"
 
+	wm4=""
+	[[ -n $(get bpstream_wm4.rate) ]] && wm4=" (same query with work_mem=4MB: $(cell bpstream_wm4.rate ' events/s'))"
 	r=$(ratio bpstream.rate basestream.rate)
-	echo "| read_stream: count(*) of one entity with $(num bpstream.rows) events vs count(*) WHERE stream = … | $(cell bpstream.rate ' events/s') | $(cell basestream.rate ' rows/s') | ${r:-n/a} | ≥ 1,000,000 events/s | $(met "$(get bpstream.rate)" '>=' 1000000) |"
+	echo "| read_stream: count(*) of one entity with $(num bpstream.rows) events vs count(*) WHERE stream = … | $(cell bpstream.rate ' events/s')$wm4 | $(cell basestream.rate ' rows/s') | ${r:-n/a} | ≥ 1,000,000 events/s | $(met "$(get bpstream.rate)" '>=' 1000000) |"
 
 	local ev; ev=$(get idx.after.events)
 	echo "| start-up: pg_ctl start returned → stats.state = 'ready', $(num idx.after.events) events stored$small | $(cell startup.ready ' s' 2)$(wr=$(get startup.writer); [[ -z $wr ]] || printf ' (writer: started_at → ready_at %.2f s)' "$wr") | $(cell startup.pgstart ' s' 2) (pg_ctl start -w itself) | — | ≤ 3 s | $(met "$(get startup.ready)" '<=' 3) |"
@@ -699,6 +716,7 @@ report() {
 	echo
 	echo "- Latency percentiles come from \`pgbench --log\` (every transaction of each 1-client run); the 1-client rows use -M prepared."
 	echo "- The append_batch statement builds its 1,000-element array with array_agg over generate_series and appends it; the construction is measured separately and included in the figure."
+	echo "- batpak's reads are set-returning functions: PostgreSQL's function scan puts every row in a tuplestore (in memory up to work_mem, then a temporary file) before count(*) reads it back; the work_mem=4MB figures show how much of the time that takes. They are informational, the goal is judged at work_mem=64MB."
 	echo "- count(*) on the plain table may use a parallel seq scan or an index-only scan; batpak reads run in the backend that calls them. The reads are warm (the data was just written)."
 	echo "- Start-up is measured with the OS page cache warm (the segment files were just written)."
 	echo "- Index memory on the baseline side is the on-disk size of its two btrees, for scale only."
