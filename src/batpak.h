@@ -269,16 +269,10 @@ typedef struct BatpakFrame
 	uint32		body_len;
 } BatpakFrame;
 
-/* Buffered reader of segment files, used by backends and the writer */
+/* Reader of segment files (through per-process mappings, see storage.c) */
 typedef struct BatpakReader
 {
-	int			fd;
-	uint32		segno;
-	char	   *buf;
-	Size		bufsize;
-	uint64		buf_start;		/* file offset of buf[0] */
-	Size		buf_len;
-	uint64		next_off;		/* end of the last frame read: sequential hint */
+	int			unused;
 } BatpakReader;
 
 /* Backend-local view of the shared index */
@@ -336,6 +330,7 @@ extern int	batpak_frame_decode(const char *frame, Size avail, BatpakFrame *f,
 								const char **why);
 extern void batpak_report_corrupt(uint32 segno, uint64 offset, const char *why);
 extern void batpak_frame_compute_hash(const BatpakFrame *f, uint8 *out);
+extern void batpak_unmap_all(void);
 extern void batpak_reader_init(BatpakReader *r);
 extern void batpak_reader_close(BatpakReader *r);
 extern void batpak_reader_read(BatpakReader *r, uint64 pos, BatpakFrame *f);

@@ -255,6 +255,8 @@ batpak_attach_index(bool require_ready)
 		return &batpak_my_index;
 
 	batpak_detach_index();
+	/* a restarted writer may have cut a torn tail: map segments afresh */
+	batpak_unmap_all();
 
 	/*
 	 * Attach under the control lock: the writer unpins an old area and

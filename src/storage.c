@@ -16,6 +16,8 @@
 
 #include <fcntl.h>
 #include <sodium.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "miscadmin.h"
@@ -26,8 +28,6 @@
 
 #include "batpak.h"
 
-#define BATPAK_READ_SEQUENTIAL	(256 * 1024)
-#define BATPAK_READ_RANDOM		(8 * 1024)
 
 /* Little-endian field access, independent of the platform's byte order */
 static inline void
@@ -343,94 +343,155 @@ batpak_report_corrupt(uint32 segno, uint64 offset, const char *why)
 					segno, offset, why)));
 }
 
+/*
+ * Segment mappings.  Readers map segment files read-only and decode frames
+ * in place: no read system call and no copy per frame, which matters for a
+ * stream whose frames are scattered through a segment.  The mappings are
+ * kept per process from one call to the next (so an error cannot leak one)
+ * and dropped when the writer restarts.
+ *
+ * Why a mapped page can never vanish under a reader (SIGBUS): the writer
+ * only shortens a segment at three points, and never below a published
+ * frame: recovery cuts a torn tail (frames that were never published),
+ * rotation trims the zero-filled preallocation of the old segment, and a
+ * clean shutdown trims the newest one.  Readers only touch frames at or
+ * below the visible frontier.  MAP_SHARED maps the page cache itself, so
+ * the writer's later writes are seen at once.
+ */
+#define BATPAK_MAX_MAPS		64
+
+typedef struct BatpakMap
+{
+	uint32		segno;
+	char	   *addr;
+	Size		len;
+} BatpakMap;
+
+static BatpakMap batpak_maps[BATPAK_MAX_MAPS];
+static int	batpak_nmaps = 0;
+static int	batpak_next_evict = 0;
+
+void
+batpak_unmap_all(void)
+{
+	for (int i = 0; i < batpak_nmaps; i++)
+		if (batpak_maps[i].addr != NULL)
+			munmap(batpak_maps[i].addr, batpak_maps[i].len);
+	batpak_nmaps = 0;
+	batpak_next_evict = 0;
+}
+
+/*
+ * A mapping of segment segno covering at least [0, need_end), or NULL when
+ * the file is shorter than that.
+ */
+static BatpakMap *
+batpak_map_segment(uint32 segno, uint64 need_end)
+{
+	BatpakMap  *m = NULL;
+	char		path[MAXPGPATH];
+	struct stat st;
+	int			fd;
+	void	   *addr;
+
+	for (int i = 0; i < batpak_nmaps; i++)
+	{
+		if (batpak_maps[i].segno != segno || batpak_maps[i].addr == NULL)
+			continue;
+		m = &batpak_maps[i];
+		if (need_end <= m->len)
+			return m;
+		/* the file has grown since: map it again */
+		munmap(m->addr, m->len);
+		m->addr = NULL;
+		break;
+	}
+	if (m == NULL)
+	{
+		for (int i = 0; i < batpak_nmaps && m == NULL; i++)
+			if (batpak_maps[i].addr == NULL)
+				m = &batpak_maps[i];
+		if (m == NULL && batpak_nmaps < BATPAK_MAX_MAPS)
+			m = &batpak_maps[batpak_nmaps++];
+		if (m == NULL)
+		{
+			m = &batpak_maps[batpak_next_evict];
+			batpak_next_evict = (batpak_next_evict + 1) % BATPAK_MAX_MAPS;
+			munmap(m->addr, m->len);
+		}
+		m->addr = NULL;
+	}
+	m->segno = segno;
+
+	batpak_segment_path(path, segno);
+	fd = BasicOpenFile(path, O_RDONLY | PG_BINARY);
+	if (fd < 0 || fstat(fd, &st) != 0)
+	{
+		int			save_errno = errno;
+
+		if (fd >= 0)
+			close(fd);
+		errno = save_errno;
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not open segment file \"%s\": %m", path)));
+	}
+	if ((uint64) st.st_size < need_end || st.st_size == 0)
+	{
+		close(fd);
+		return NULL;
+	}
+	addr = mmap(NULL, st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	close(fd);
+	if (addr == MAP_FAILED)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not map segment file \"%s\": %m", path)));
+	m->addr = addr;
+	m->len = st.st_size;
+	return m;
+}
+
 void
 batpak_reader_init(BatpakReader *r)
 {
 	memset(r, 0, sizeof(*r));
-	r->fd = -1;
 }
 
 void
 batpak_reader_close(BatpakReader *r)
 {
-	if (r->fd >= 0)
-		CloseTransientFile(r->fd);
-	if (r->buf)
-		pfree(r->buf);
+	/* mappings stay for the next call, see above */
 	batpak_reader_init(r);
 }
 
-static void
-batpak_reader_fill(BatpakReader *r, uint64 off, Size want)
-{
-	ssize_t		n;
-
-	if (want > r->bufsize)
-	{
-		if (r->buf)
-			pfree(r->buf);
-		r->buf = MemoryContextAllocHuge(CurrentMemoryContext, want);
-		r->bufsize = want;
-	}
-	n = pg_pread(r->fd, r->buf, want, (off_t) off);
-	if (n < 0)
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not read segment %08X.seg at offset " UINT64_FORMAT ": %m",
-						r->segno, off)));
-	r->buf_start = off;
-	r->buf_len = (Size) n;
-}
-
 /*
- * Read and decode the frame at pos.  The decoded frame points into the
- * reader's buffer and stays valid until the next call.  Returns NULL, or
- * why the frame is damaged (published frames are complete, so any failure
- * is corruption).  I/O errors are raised.
+ * Decode the frame at pos.  The decoded frame points into the segment's
+ * mapping and stays valid until the next read.  Returns NULL, or why the
+ * frame is damaged (published frames are complete, so any failure is
+ * corruption).
  */
 const char *
 batpak_reader_try_read(BatpakReader *r, uint64 pos, BatpakFrame *f)
 {
 	uint32		segno = BATPAK_POS_SEGNO(pos);
 	uint64		off = BATPAK_POS_OFFSET(pos);
+	BatpakMap  *m;
 	const char *why;
-	Size		avail;
-	Size		need;
+	uint64		need;
 
-	if (r->fd < 0 || r->segno != segno)
-	{
-		char		path[MAXPGPATH];
-
-		if (r->fd >= 0)
-			CloseTransientFile(r->fd);
-		r->fd = -1;
-		batpak_segment_path(path, segno);
-		r->fd = OpenTransientFile(path, O_RDONLY | PG_BINARY);
-		if (r->fd < 0)
-			ereport(ERROR,
-					(errcode_for_file_access(),
-					 errmsg("could not open segment file \"%s\": %m", path)));
-		r->segno = segno;
-		r->buf_len = 0;
-		r->next_off = 0;
-	}
-
-	/* sequential readers get large reads, random ones small reads */
-	if (off < r->buf_start || off + BATPAK_FRAME_HEADER_SIZE > r->buf_start + r->buf_len)
-		batpak_reader_fill(r, off, off == r->next_off ?
-						   BATPAK_READ_SEQUENTIAL : BATPAK_READ_RANDOM);
-	avail = r->buf_start + r->buf_len - off;
-	if (avail < BATPAK_FRAME_HEADER_SIZE)
+	m = batpak_map_segment(segno, off + BATPAK_FRAME_HEADER_SIZE);
+	if (m == NULL)
 		return "position past the end of the segment";
-	need = BATPAK_FRAME_HEADER_SIZE + (Size) get_u32(r->buf + (off - r->buf_start));
-	if (need > avail && need <= MaxAllocHugeSize)
+	need = off + BATPAK_FRAME_HEADER_SIZE + (uint64) get_u32(m->addr + off);
+	if (need > m->len)
 	{
-		batpak_reader_fill(r, off, need);
-		avail = r->buf_len;
+		m = batpak_map_segment(segno, need);
+		if (m == NULL)
+			return "frame runs past the end of the segment";
 	}
-	if (batpak_frame_decode(r->buf + (off - r->buf_start), avail, f, &why) != BATPAK_DECODE_OK)
+	if (batpak_frame_decode(m->addr + off, m->len - off, f, &why) != BATPAK_DECODE_OK)
 		return why;
-	r->next_off = off + BATPAK_FRAME_HEADER_SIZE + f->body_len;
 	return NULL;
 }
 

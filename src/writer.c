@@ -525,18 +525,10 @@ writer_set_error(BatpakRequest *req, int sqlerrcode, const char *detail,
 	strlcpy(req->errdetail, detail ? detail : "", sizeof(req->errdetail));
 }
 
-/*
- * Read a published frame.  The writer's reader lives across groups, and its
- * buffer may hold a window read before later frames overwrote the zero-filled
- * preallocation there, so it must not serve from the buffer: drop it first.
- * (Backends read within one call, below a frontier fixed for that call, so
- * their buffers never go stale.)
- */
+/* Read a published frame (mappings see the writer's own writes at once) */
 static void
 writer_read_frame(uint64 seq, BatpakFrame *f)
 {
-	W.reader.buf_len = 0;
-	W.reader.next_off = 0;
 	batpak_reader_read(&W.reader, batpak_index_seq_pos(&W.idx, seq), f);
 }
 
