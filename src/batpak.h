@@ -363,7 +363,7 @@ extern uint64 *batpak_index_corr_seqs(BatpakIndex *idx, const pg_uuid_t *corr,
 
 /* submit.c */
 extern BatpakRequest *batpak_request_create(uint32 nevents, Size events_size);
-extern void batpak_submit_and_wait(BatpakRequest *req);
+extern BatpakRequest *batpak_submit_and_wait(BatpakRequest *req);
 
 /* writer.c */
 extern PGDLLEXPORT void batpak_writer_main(Datum main_arg);

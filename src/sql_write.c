@@ -222,7 +222,7 @@ batpak_append(PG_FUNCTION_ARGS)
 	req->batch = false;
 	(void) batpak_pack_event(req->events, &e, itemsize);
 
-	batpak_submit_and_wait(req);
+	req = batpak_submit_and_wait(req);
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
@@ -374,7 +374,7 @@ batpak_append_batch(PG_FUNCTION_ARGS)
 	for (int i = 0; i < n; i++)
 		p = batpak_pack_event(p, &events[i], sizes[i]);
 
-	batpak_submit_and_wait(req);
+	req = batpak_submit_and_wait(req);
 
 	receipts = BATPAK_REQ_RECEIPTS(req);
 	for (int i = 0; i < n; i++)

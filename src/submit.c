@@ -51,6 +51,7 @@ static bool batpak_exit_hook_registered = false;
 static dsa_area *batpak_buf_area = NULL;
 static dsa_pointer batpak_buf_dp = InvalidDsaPointer;
 static Size batpak_buf_size = 0;
+static uint32 batpak_buf_incarnation = 0;	/* the writer the area belongs to */
 
 #define BATPAK_MIN_REQUEST_BUFFER	8192
 
@@ -99,7 +100,10 @@ batpak_get_buffer(BatpakIndex *idx, Size size)
 		batpak_forget_buffer();
 	}
 	if (DsaPointerIsValid(batpak_buf_dp) && batpak_buf_size >= size)
+	{
+		batpak_buf_incarnation = idx->incarnation;
 		return batpak_buf_dp;
+	}
 	if (DsaPointerIsValid(batpak_buf_dp))
 		dsa_free(batpak_buf_area, batpak_buf_dp);
 	batpak_forget_buffer();
@@ -113,6 +117,7 @@ batpak_get_buffer(BatpakIndex *idx, Size size)
 						size)));
 	batpak_buf_area = idx->area;
 	batpak_buf_size = size;
+	batpak_buf_incarnation = idx->incarnation;
 	return batpak_buf_dp;
 }
 
@@ -192,29 +197,6 @@ batpak_exit_hook(int code, Datum arg)
 	batpak_forget_buffer();
 }
 
-/* Allocate a local request with room for the events and the receipts */
-BatpakRequest *
-batpak_request_create(uint32 nevents, Size events_size)
-{
-	Size		receipts_off = MAXALIGN(offsetof(BatpakRequest, events) + events_size);
-	Size		total = receipts_off + (Size) nevents * sizeof(BatpakReceipt);
-	BatpakRequest *req;
-
-	if (total > BATPAK_MAX_REQUEST_SIZE)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("append request is too large"),
-				 errdetail("The request needs %zu bytes; the limit is %zu.",
-						   total, BATPAK_MAX_REQUEST_SIZE)));
-	req = MemoryContextAllocExtended(CurrentMemoryContext, total, MCXT_ALLOC_HUGE);
-	memset(req, 0, offsetof(BatpakRequest, events));
-	req->nevents = nevents;
-	req->total_size = total;
-	req->receipts_off = receipts_off;
-	req->synchronous = batpak_synchronous_commit;
-	return req;
-}
-
 /* Wait until our slot is free again after an earlier abandoned request */
 static void
 batpak_wait_slot_idle(BatpakSlot *slot, TimestampTz deadline)
@@ -245,24 +227,16 @@ batpak_wait_slot_idle(BatpakSlot *slot, TimestampTz deadline)
 	}
 }
 
+/* The reply is in the request, in our buffer: the slot is ours again */
 static void
-batpak_take_reply(BatpakSlot *slot, BatpakRequest *req)
+batpak_take_reply(BatpakSlot *slot)
 {
-	BatpakRequest *shared = dsa_get_address(batpak_inflight_area, batpak_inflight_dp);
-
-	req->status = shared->status;
-	req->sqlerrcode = shared->sqlerrcode;
-	memcpy(req->errmsg, shared->errmsg, sizeof(req->errmsg));
-	memcpy(req->errdetail, shared->errdetail, sizeof(req->errdetail));
-	if (shared->status == BATPAK_REPLY_OK)
-		memcpy(BATPAK_REQ_RECEIPTS(req), BATPAK_REQ_RECEIPTS(shared),
-			   sizeof(BatpakReceipt) * req->nevents);
 	batpak_free_inflight();
 	pg_atomic_write_u32(&slot->state, BATPAK_SLOT_IDLE);
 }
 
 static BatpakWaitResult
-batpak_wait_reply(BatpakSlot *slot, BatpakRequest *req, TimestampTz deadline)
+batpak_wait_reply(BatpakSlot *slot, TimestampTz deadline)
 {
 	for (;;)
 	{
@@ -271,7 +245,7 @@ batpak_wait_reply(BatpakSlot *slot, BatpakRequest *req, TimestampTz deadline)
 
 		if (state == BATPAK_SLOT_DONE)
 		{
-			batpak_take_reply(slot, req);
+			batpak_take_reply(slot);
 			return BATPAK_WAIT_DONE;
 		}
 		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
@@ -307,56 +281,102 @@ batpak_wait_reply(BatpakSlot *slot, BatpakRequest *req, TimestampTz deadline)
 	}
 }
 
-/*
- * Submit req to the writer and wait for its reply.  On return req holds the
- * receipts; a refusal by the writer is raised as the error it sent.
- */
-void
-batpak_submit_and_wait(BatpakRequest *req)
-{
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													   batpak_writer_timeout_ms);
-	BatpakSlot *slot;
-	BatpakWaitResult result;
+/* deadline of the request being built and submitted */
+static TimestampTz batpak_deadline;
 
+/*
+ * Wait until the writer is ready and our slot idle, and return our request
+ * buffer, of at least total bytes, in the current index area.
+ */
+static BatpakRequest *
+batpak_prepare_buffer(Size total)
+{
+	BatpakIndex *idx;
+	dsa_pointer dp;
+
+	if (!batpak_wait_for_ready(batpak_deadline))
+	{
+		uint32		state = pg_atomic_read_u32(&BatpakCtl->state);
+
+		if (state == BATPAK_STATE_FAILED)
+			batpak_report_failed();
+		ereport(ERROR,
+				(errcode(ERRCODE_BATPAK_WRITER_UNAVAILABLE),
+				 errmsg("batpak writer is not available (state: %s)",
+						batpak_state_name(state)),
+				 errdetail("Waited %d ms (batpak.writer_timeout); nothing was written.",
+						   batpak_writer_timeout_ms),
+				 errhint("Check that batpak is in shared_preload_libraries and see the server log for the writer's messages.")));
+	}
+	idx = batpak_attach_index(true);
+	batpak_wait_slot_idle(batpak_my_slot(), batpak_deadline);
+	dp = batpak_get_buffer(idx, total);
+	return (BatpakRequest *) dsa_get_address(idx->area, dp);
+}
+
+/*
+ * Start a request with room for the events and the receipts.  It is built
+ * in place in this backend's buffer in the writer's DSA area, so neither the
+ * events nor the receipts are copied; an error while building it leaves
+ * only garbage in a buffer that the next request overwrites.  The request
+ * is valid until the next one is created.
+ */
+BatpakRequest *
+batpak_request_create(uint32 nevents, Size events_size)
+{
+	Size		receipts_off = MAXALIGN(offsetof(BatpakRequest, events) + events_size);
+	Size		total = receipts_off + (Size) nevents * sizeof(BatpakReceipt);
+	BatpakRequest *req;
+
+	if (total > BATPAK_MAX_REQUEST_SIZE)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("append request is too large"),
+				 errdetail("The request needs %zu bytes; the limit is %zu.",
+						   total, BATPAK_MAX_REQUEST_SIZE)));
 	if (!batpak_exit_hook_registered)
 	{
 		before_shmem_exit(batpak_exit_hook, (Datum) 0);
 		batpak_exit_hook_registered = true;
 	}
-	slot = batpak_my_slot();
+	batpak_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												  batpak_writer_timeout_ms);
+	req = batpak_prepare_buffer(total);
+	memset(req, 0, offsetof(BatpakRequest, events));
+	req->nevents = nevents;
+	req->total_size = total;
+	req->receipts_off = receipts_off;
+	req->synchronous = batpak_synchronous_commit;
+	return req;
+}
 
-	do
+/*
+ * Submit req (from batpak_request_create) to the writer and wait for its
+ * reply.  Returns the request, which then holds the receipts (it moves if a
+ * restarted writer needs it in its new area); a refusal by the writer is
+ * raised as the error it sent.
+ */
+BatpakRequest *
+batpak_submit_and_wait(BatpakRequest *req)
+{
+	BatpakSlot *slot = batpak_my_slot();
+	BatpakWaitResult result;
+
+	for (;;)
 	{
-		BatpakIndex *idx;
-		dsa_pointer dp;
 		uint32		expected = BATPAK_SLOT_IDLE;
 		Latch	   *writer_latch;
 
-		if (!batpak_wait_for_ready(deadline))
-		{
-			uint32		state = pg_atomic_read_u32(&BatpakCtl->state);
+		Assert((char *) req == (char *) dsa_get_address(batpak_buf_area, batpak_buf_dp));
+		batpak_inflight_area = batpak_buf_area;
+		batpak_inflight_dp = batpak_buf_dp;
 
-			if (state == BATPAK_STATE_FAILED)
-				batpak_report_failed();
-			ereport(ERROR,
-					(errcode(ERRCODE_BATPAK_WRITER_UNAVAILABLE),
-					 errmsg("batpak writer is not available (state: %s)",
-							batpak_state_name(state)),
-					 errdetail("Waited %d ms (batpak.writer_timeout); nothing was written.",
-							   batpak_writer_timeout_ms),
-					 errhint("Check that batpak is in shared_preload_libraries and see the server log for the writer's messages.")));
-		}
-		idx = batpak_attach_index(true);
-		batpak_wait_slot_idle(slot, deadline);
-
-		dp = batpak_get_buffer(idx, req->total_size);
-		memcpy(dsa_get_address(idx->area, dp), req, req->receipts_off);
-		batpak_inflight_area = idx->area;
-		batpak_inflight_dp = dp;
-
-		slot->request = dp;
-		slot->incarnation = idx->incarnation;
+		slot->request = batpak_buf_dp;
+		/*
+		 * The incarnation of the area that holds the request: a writer
+		 * started since then ignores it and makes us resubmit.
+		 */
+		slot->incarnation = batpak_buf_incarnation;
 		slot->request_id = ++batpak_request_counter;
 		slot->latch = MyLatch;
 		if (!pg_atomic_compare_exchange_u32(&slot->state, &expected,
@@ -368,13 +388,12 @@ batpak_submit_and_wait(BatpakRequest *req)
 
 		PG_TRY();
 		{
-			result = batpak_wait_reply(slot, req, deadline);
+			result = batpak_wait_reply(slot, batpak_deadline);
 		}
 		PG_CATCH();
 		{
 			ErrorData  *edata;
 			MemoryContext oldcxt;
-
 			uint32		st = pg_atomic_read_u32(&slot->state);
 
 			/* our own errors above leave the slot settled: pass them on */
@@ -410,11 +429,31 @@ batpak_submit_and_wait(BatpakRequest *req)
 					 errhint("Retry with the same idempotency key, or look the event up, to learn whether it was written.")));
 		}
 		PG_END_TRY();
-	} while (result == BATPAK_WAIT_RESUBMIT);
+
+		if (result == BATPAK_WAIT_DONE)
+			break;
+
+		/*
+		 * The writer went away before taking the request, so it was not
+		 * written: hand it to its successor.  Attaching to the new index
+		 * detaches the old area, which holds the request: copy it out first.
+		 */
+		{
+			Size		len = req->receipts_off;
+			Size		total = req->total_size;
+			char	   *copy = palloc(len);
+
+			memcpy(copy, req, len);
+			req = batpak_prepare_buffer(total);
+			memcpy(req, copy, len);
+			pfree(copy);
+		}
+	}
 
 	if (req->status != BATPAK_REPLY_OK)
 		ereport(ERROR,
 				(errcode(req->sqlerrcode),
 				 errmsg_internal("%s", req->errmsg),
 				 req->errdetail[0] ? errdetail_internal("%s", req->errdetail) : 0));
+	return req;
 }
