@@ -13,6 +13,7 @@
 #define BATPAK_H
 
 #include "lib/dshash.h"
+#include "port/pg_bswap.h"
 #include "port/atomics.h"
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
@@ -240,6 +241,19 @@ typedef struct BatpakRequest
 
 #define BATPAK_REQ_RECEIPTS(req) \
 	((BatpakReceipt *) ((char *) (req) + (req)->receipts_off))
+
+/* On-disk integers are little-endian */
+static inline uint32
+batpak_le32(const void *p)
+{
+	uint32		v;
+
+	memcpy(&v, p, 4);
+#ifdef WORDS_BIGENDIAN
+	v = pg_bswap32(v);
+#endif
+	return v;
+}
 
 /* Decoded frame: pointers into a buffer owned by the caller */
 typedef struct BatpakFrame

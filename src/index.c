@@ -156,6 +156,33 @@ batpak_list_append(dsa_area *area, dsa_pointer *list, uint64 *capacity,
 	items[count] = value;
 }
 
+/*
+ * Copy n items into a new palloc'd array.  Called under a dshash lock, so it
+ * must not raise: returns NULL when out of memory, and the caller reports it
+ * after releasing the lock.
+ */
+static uint64 *
+batpak_list_copy(const uint64 *items, uint64 n)
+{
+	uint64	   *copy;
+
+	copy = MemoryContextAllocExtended(CurrentMemoryContext,
+									  Max(n, 1) * sizeof(uint64),
+									  MCXT_ALLOC_HUGE | MCXT_ALLOC_NO_OOM);
+	if (copy != NULL)
+		memcpy(copy, items, n * sizeof(uint64));
+	return copy;
+}
+
+static void
+batpak_list_copy_failed(uint64 n, const uint64 *copy)
+{
+	if (n > 0 && copy == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory copying " UINT64_FORMAT " index entries", n)));
+}
+
 /* Number of leading items not beyond frontier (items ascend) */
 static uint64
 batpak_list_visible(const uint64 *items, uint64 count, uint64 frontier)
@@ -251,18 +278,11 @@ batpak_index_stream_seqs(BatpakIndex *idx, const uint8 *key, uint64 after,
 		{
 			n = Min(visible - after, max_count);
 			n = Min(n, (uint64) (MaxAllocHugeSize / sizeof(uint64)));
-			result = MemoryContextAllocExtended(CurrentMemoryContext,
-												Max(n, 1) * sizeof(uint64),
-												MCXT_ALLOC_HUGE | MCXT_ALLOC_NO_OOM);
-			if (result != NULL)
-				memcpy(result, items + after, n * sizeof(uint64));
+			result = batpak_list_copy(items + after, n);
 		}
 	}
 	dshash_release_lock(idx->streams, s);
-	if (n > 0 && result == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("out of memory reading stream")));
+	batpak_list_copy_failed(n, result);
 	*count = (int) n;
 	return result;
 }
@@ -344,17 +364,9 @@ batpak_index_corr_seqs(BatpakIndex *idx, const pg_uuid_t *corr, uint64 frontier,
 	n = batpak_list_visible(dsa_get_address(idx->area, e->seqs), e->count, frontier);
 	n = Min(n, (uint64) (MaxAllocHugeSize / sizeof(uint64)));
 	if (n > 0)
-	{
-		result = MemoryContextAllocExtended(CurrentMemoryContext, n * sizeof(uint64),
-											MCXT_ALLOC_HUGE | MCXT_ALLOC_NO_OOM);
-		if (result != NULL)
-			memcpy(result, dsa_get_address(idx->area, e->seqs), n * sizeof(uint64));
-	}
+		result = batpak_list_copy(dsa_get_address(idx->area, e->seqs), n);
 	dshash_release_lock(idx->corr, e);
-	if (n > 0 && result == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("out of memory reading correlation")));
+	batpak_list_copy_failed(n, result);
 	*count = (int) n;
 	return result;
 }

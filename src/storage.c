@@ -69,18 +69,6 @@ get_u64(const char *p)
 	return v;
 }
 
-static inline uint32
-get_u32(const char *p)
-{
-	uint32		v;
-
-	memcpy(&v, p, 4);
-#ifdef WORDS_BIGENDIAN
-	v = pg_bswap32(v);
-#endif
-	return v;
-}
-
 static inline uint16
 get_u16(const char *p)
 {
@@ -261,8 +249,8 @@ batpak_frame_decode(const char *frame, Size avail, BatpakFrame *f,
 		*why = "incomplete frame header";
 		return BATPAK_DECODE_INCOMPLETE;
 	}
-	body_len = get_u32(frame);
-	crc_stored = get_u32(frame + 4);
+	body_len = batpak_le32(frame);
+	crc_stored = batpak_le32(frame + 4);
 	if (body_len < BATPAK_BODY_FIXED_SIZE + 2 * BATPAK_HASH_LEN ||
 		body_len > BATPAK_MAX_REQUEST_SIZE)
 	{
@@ -290,13 +278,13 @@ batpak_frame_decode(const char *frame, Size avail, BatpakFrame *f,
 	memcpy(f->correlation_id.data, body + 32, 16);
 	memcpy(f->causation_id.data, body + 48, 16);
 	f->committed_at = (TimestampTz) get_u64(body + 64);
-	f->flags = get_u32(body + 72);
+	f->flags = batpak_le32(body + 72);
 	f->entity_len = get_u16(body + 76);
 	f->scope_len = get_u16(body + 78);
 	f->kind_len = get_u16(body + 80);
 	f->idem_len = get_u16(body + 82);
-	f->payload_len = get_u32(body + 84);
-	f->metadata_len = get_u32(body + 88);
+	f->payload_len = batpak_le32(body + 84);
+	f->metadata_len = batpak_le32(body + 88);
 	strings = (uint64) f->entity_len + f->scope_len + f->kind_len +
 		f->idem_len + f->payload_len + f->metadata_len;
 	if (strings + BATPAK_BODY_FIXED_SIZE + 2 * BATPAK_HASH_LEN != body_len ||
@@ -483,7 +471,7 @@ batpak_reader_try_read(BatpakReader *r, uint64 pos, BatpakFrame *f)
 	m = batpak_map_segment(segno, off + BATPAK_FRAME_HEADER_SIZE);
 	if (m == NULL)
 		return "position past the end of the segment";
-	need = off + BATPAK_FRAME_HEADER_SIZE + (uint64) get_u32(m->addr + off);
+	need = off + BATPAK_FRAME_HEADER_SIZE + (uint64) batpak_le32(m->addr + off);
 	if (need > m->len)
 	{
 		m = batpak_map_segment(segno, need);
@@ -549,11 +537,11 @@ batpak_check_segment_header(const char *buf, uint32 segno, uint8 *store_id,
 	FIN_CRC32C(crc);
 	if (memcmp(buf, BATPAK_SEGMENT_MAGIC, 8) != 0)
 		*why = "bad segment magic";
-	else if (!EQ_CRC32C(crc, get_u32(buf + BATPAK_SEGMENT_HEADER_SIZE - 4)))
+	else if (!EQ_CRC32C(crc, batpak_le32(buf + BATPAK_SEGMENT_HEADER_SIZE - 4)))
 		*why = "segment header CRC mismatch";
-	else if (get_u32(buf + 8) != BATPAK_FORMAT_VERSION)
+	else if (batpak_le32(buf + 8) != BATPAK_FORMAT_VERSION)
 		*why = "unsupported segment format version";
-	else if (get_u32(buf + 12) != segno)
+	else if (batpak_le32(buf + 12) != segno)
 		*why = "segment number in header does not match file name";
 	else if (memcmp(store_id, zero, 16) != 0 && memcmp(store_id, buf + 16, 16) != 0)
 		*why = "segment belongs to another store";

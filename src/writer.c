@@ -30,7 +30,6 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
-#include "port/pg_bswap.h"
 #include "postmaster/interrupt.h"
 #include "storage/fd.h"
 #include "storage/ipc.h"
@@ -44,19 +43,6 @@
 #include "batpak.h"
 
 #define BATPAK_PREALLOC_CHUNK	((Size) 4 * 1024 * 1024)
-
-/* frame lengths are little-endian on disk */
-static inline uint32
-writer_le32(const void *p)
-{
-	uint32		v;
-
-	memcpy(&v, p, 4);
-#ifdef WORDS_BIGENDIAN
-	v = pg_bswap32(v);
-#endif
-	return v;
-}
 
 /* An entity's head as the group in hand sees it */
 typedef struct WriterHead
@@ -1089,7 +1075,7 @@ writer_torn_frame(int fd, uint64 off, uint64 file_size, int rc)
 		return true;
 	if (pg_pread(fd, len_bytes, 4, (off_t) off) != 4)
 		return true;
-	end = off + BATPAK_FRAME_HEADER_SIZE + (uint64) writer_le32(len_bytes);
+	end = off + BATPAK_FRAME_HEADER_SIZE + (uint64) batpak_le32(len_bytes);
 	if (end > file_size)
 		return true;
 	if (!writer_all_zero(fd, end, file_size))
@@ -1120,6 +1106,21 @@ writer_all_zero(int fd, uint64 from, uint64 to)
 		from += n;
 	}
 	return true;
+}
+
+/* Read the scan buffer from off; returns how many bytes it holds */
+static Size
+writer_scan_fill(int fd, uint32 segno, char *buf, Size bufsize, uint64 off,
+				 uint64 *buf_start)
+{
+	ssize_t		n = pg_pread(fd, buf, bufsize, (off_t) off);
+
+	if (n < 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not read segment %08X.seg: %m", segno)));
+	*buf_start = off;
+	return (Size) n;
 }
 
 /*
@@ -1155,26 +1156,16 @@ writer_scan_segment(uint32 segno, int fd, uint64 file_size, bool newest,
 
 		/* make sure the buffer holds the header, then the whole frame */
 		if (off < buf_start || off + Min(avail_file, BATPAK_FRAME_HEADER_SIZE) > buf_start + buf_len)
-		{
-			ssize_t		n = pg_pread(fd, buf, bufsize, (off_t) off);
-
-			if (n < 0)
-				ereport(ERROR,
-						(errcode_for_file_access(),
-						 errmsg("could not read segment %08X.seg: %m", segno)));
-			buf_start = off;
-			buf_len = n;
-		}
+			buf_len = writer_scan_fill(fd, segno, buf, bufsize, off, &buf_start);
 		rc = batpak_frame_decode(buf + (off - buf_start), buf_start + buf_len - off, &f, &why);
 		if (rc == BATPAK_DECODE_INCOMPLETE && avail_file >= BATPAK_FRAME_HEADER_SIZE)
 		{
-			uint32		body_len = writer_le32(buf + (off - buf_start));
+			uint32		body_len = batpak_le32(buf + (off - buf_start));
 
 			if ((uint64) body_len + BATPAK_FRAME_HEADER_SIZE <= avail_file)
 			{
 				/* complete in the file, not in the buffer: read it whole */
 				Size		need = (Size) body_len + BATPAK_FRAME_HEADER_SIZE;
-				ssize_t		n;
 
 				if (need > bufsize)
 				{
@@ -1182,13 +1173,7 @@ writer_scan_segment(uint32 segno, int fd, uint64 file_size, bool newest,
 					bufsize = need;
 					buf = MemoryContextAllocHuge(CurrentMemoryContext, bufsize);
 				}
-				n = pg_pread(fd, buf, bufsize, (off_t) off);
-				if (n < 0)
-					ereport(ERROR,
-							(errcode_for_file_access(),
-							 errmsg("could not read segment %08X.seg: %m", segno)));
-				buf_start = off;
-				buf_len = n;
+				buf_len = writer_scan_fill(fd, segno, buf, bufsize, off, &buf_start);
 				rc = batpak_frame_decode(buf, buf_len, &f, &why);
 			}
 		}

@@ -413,7 +413,6 @@ setup_cluster() {
 		port = $PORT
 		shared_buffers = 256MB
 		max_connections = 100
-		work_mem = 64MB
 		fsync = on
 		synchronous_commit = on
 	EOF
@@ -448,12 +447,14 @@ sec_baseline_writes() {
 	bench_tps base1 1 1 baseline_insert.sql 1 latency
 	bench_tps base32 32 2 baseline_insert.sql 1
 	bench_tps basebatch 1 1 baseline_batch.sql 1000
+	bench_tps basebatch4 4 2 baseline_batch.sql 1000
 }
 
 sec_batpak_writes() {
 	bench_tps bp1 1 1 batpak_append.sql 1 latency
 	bench_tps bp32 32 2 batpak_append.sql 1
 	bench_tps bpbatch 1 1 batpak_batch.sql 1000
+	bench_tps bpbatch4 4 2 batpak_batch.sql 1000
 	bench_tps bpbuild 1 1 batpak_batch_build.sql 1000
 }
 
@@ -506,9 +507,9 @@ sec_batpak_reads() {
 	bench_count bpstream "SELECT count(*) FROM batpak.read_stream('bench-hot')"
 	# Informational: the function scan materializes every row in a tuplestore
 	# of work_mem bytes before count(*) sees it, so the reads depend on
-	# work_mem; the goal is judged on the configured 64MB above.
-	PGOPTIONS='-c work_mem=4MB' bench_count bpall_wm4 "SELECT count(*) FROM batpak.read_all()"
-	PGOPTIONS='-c work_mem=4MB' bench_count bpstream_wm4 "SELECT count(*) FROM batpak.read_stream('bench-hot')"
+	# work_mem; the goal is judged at PostgreSQL's default (4MB).
+	PGOPTIONS='-c work_mem=64MB' bench_count bpall_wm4 "SELECT count(*) FROM batpak.read_all()"
+	PGOPTIONS='-c work_mem=64MB' bench_count bpstream_wm4 "SELECT count(*) FROM batpak.read_stream('bench-hot')"
 }
 
 # Index memory from batpak.stats; $1 is a key suffix (before/after restart).
@@ -666,17 +667,19 @@ report() {
 		build="$build)"
 	fi
 	echo "| append_batch of 1,000 events (whole statement)$build | $(cell bpbatch.rate ' events/s') | $(cell basebatch.rate ' rows/s') (1,000-row INSERT … SELECT) | ${r:-n/a} | ≥ 200,000 events/s | $(met "$(get bpbatch.rate)" '>=' 200000) |"
+	r=$(ratio bpbatch4.rate basebatch4.rate)
+	echo "| append_batch of 1,000 events, 4 clients (whole statement) | $(cell bpbatch4.rate ' events/s') | $(cell basebatch4.rate ' rows/s') (1,000-row INSERT … SELECT) | ${r:-n/a} | ≥ 200,000 events/s | $(met "$(get bpbatch4.rate)" '>=' 200000) |"
 
 	r=$(ratio bpload.rate baseload.rate)
 	echo "| bulk load of $(grp "$NLOAD") events, $(grp "$LOAD_BATCH") per statement (1 run) | $(cell bpload.rate ' events/s') | $(cell baseload.rate ' rows/s') | ${r:-n/a} | — | — |"
 
 	local wm4=""
-	[[ -n $(get bpall_wm4.rate) ]] && wm4=" (same query with work_mem=4MB: $(cell bpall_wm4.rate ' events/s'))"
+	[[ -n $(get bpall_wm4.rate) ]] && wm4=" (same query with work_mem=64MB: $(cell bpall_wm4.rate ' events/s'))"
 	r=$(ratio bpall.rate baseall.rate)
 	echo "| read_all: count(*) of $(num bpall.rows) events vs count(*) of $(num baseall.rows) rows$small | $(cell bpall.rate ' events/s')$wm4 | $(cell baseall.rate ' rows/s') | ${r:-n/a} | ≥ 1,000,000 events/s | $(met "$(get bpall.rate)" '>=' 1000000) |"
 
 	wm4=""
-	[[ -n $(get bpstream_wm4.rate) ]] && wm4=" (same query with work_mem=4MB: $(cell bpstream_wm4.rate ' events/s'))"
+	[[ -n $(get bpstream_wm4.rate) ]] && wm4=" (same query with work_mem=64MB: $(cell bpstream_wm4.rate ' events/s'))"
 	r=$(ratio bpstream.rate basestream.rate)
 	echo "| read_stream: count(*) of one entity with $(num bpstream.rows) events vs count(*) WHERE stream = … | $(cell bpstream.rate ' events/s')$wm4 | $(cell basestream.rate ' rows/s') | ${r:-n/a} | ≥ 1,000,000 events/s | $(met "$(get bpstream.rate)" '>=' 1000000) |"
 
@@ -716,7 +719,7 @@ report() {
 	echo
 	echo "- Latency percentiles come from \`pgbench --log\` (every transaction of each 1-client run); the 1-client rows use -M prepared."
 	echo "- The append_batch statement builds its 1,000-element array with array_agg over generate_series and appends it; the construction is measured separately and included in the figure."
-	echo "- batpak's reads are set-returning functions: PostgreSQL's function scan puts every row in a tuplestore (in memory up to work_mem, then a temporary file) before count(*) reads it back; the work_mem=4MB figures show how much of the time that takes. They are informational, the goal is judged at work_mem=64MB."
+	echo "- batpak's reads are set-returning functions: PostgreSQL's function scan puts every row in a tuplestore (in memory up to work_mem, then a temporary file) before count(*) reads it back; the work_mem=64MB figures show how much that costs when the tuplestore stays in memory longer. They are informational; the goal is judged at PostgreSQL's default work_mem (4MB)."
 	echo "- count(*) on the plain table may use a parallel seq scan or an index-only scan; batpak reads run in the backend that calls them. The reads are warm (the data was just written)."
 	echo "- Start-up is measured with the OS page cache warm (the segment files were just written)."
 	echo "- Index memory on the baseline side is the on-disk size of its two btrees, for scale only."
@@ -733,13 +736,14 @@ section machine sec_machine
 section fsync sec_fsync
 setup_cluster
 section baseline-writes sec_baseline_writes
-if [[ $BASELINE_ONLY != 1 ]]; then
-	section batpak-writes sec_batpak_writes
-fi
 section baseline-reads sec_baseline_reads
+# batpak's reads and start-up run on the freshly loaded store, so that they
+# are measured at the size the goals name, before the write workloads add
+# their events.
 if [[ $BASELINE_ONLY != 1 ]]; then
 	section batpak-reads sec_batpak_reads
 	section startup sec_startup
+	section batpak-writes sec_batpak_writes
 fi
 
 report >"$WORK/results.md"
