@@ -315,6 +315,7 @@ extern void batpak_shmem_request(void);
 extern void batpak_shmem_startup(void);
 extern void batpak_check_loaded(void);
 extern BatpakIndex *batpak_attach_index(bool require_ready);
+extern BatpakIndex *batpak_read_snapshot(uint64 *frontier);
 extern const char *batpak_state_name(BatpakState state);
 extern void batpak_report_failed(void);
 extern void batpak_dshash_params(int which, dshash_parameters *params);
@@ -377,6 +378,7 @@ extern uint64 *batpak_index_corr_seqs(BatpakIndex *idx, const pg_uuid_t *corr,
 
 /* submit.c */
 extern BatpakRequest *batpak_request_create(uint32 nevents, Size events_size);
+extern void batpak_release_request_buffer(void);
 extern BatpakRequest *batpak_submit_and_wait(BatpakRequest *req);
 
 /* writer.c */

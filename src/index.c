@@ -100,10 +100,12 @@ batpak_index_create(BatpakControl *ctl, dsa_area **area_out, BatpakIndex *idx)
 uint64
 batpak_index_seq_pos(BatpakIndex *idx, uint64 seq)
 {
-	dsa_pointer chunk = idx->seqdir[seq >> BATPAK_SEQCHUNK_BITS];
+	dsa_pointer chunk;
 	uint64	   *positions;
 
-	Assert(DsaPointerIsValid(chunk));
+	if ((seq >> BATPAK_SEQCHUNK_BITS) >= BATPAK_SEQDIR_SIZE ||
+		!DsaPointerIsValid(chunk = idx->seqdir[seq >> BATPAK_SEQCHUNK_BITS]))
+		elog(ERROR, "batpak index has no position for global sequence " UINT64_FORMAT, seq);
 	positions = dsa_get_address(idx->area, chunk);
 	return positions[seq & (BATPAK_SEQCHUNK_SIZE - 1)];
 }

@@ -213,6 +213,8 @@ batpak_detach_index(void)
 {
 	if (!batpak_my_index_valid)
 		return;
+	/* our request buffer lives in this area: give it back first */
+	batpak_release_request_buffer();
 	dshash_detach(batpak_my_index.streams);
 	dshash_detach(batpak_my_index.idem);
 	dshash_detach(batpak_my_index.corr);
@@ -304,4 +306,26 @@ batpak_attach_index(bool require_ready)
 	PG_END_TRY();
 	batpak_my_index_valid = true;
 	return &batpak_my_index;
+}
+
+/*
+ * The index and the visible frontier to read with, consistent with each
+ * other: the frontier is global, the index belongs to one writer
+ * incarnation.  A new writer bumps the incarnation before it touches the
+ * frontier, so a frontier read before an unchanged incarnation (with a
+ * barrier between) was set by the writer of the index we hold.
+ */
+BatpakIndex *
+batpak_read_snapshot(uint64 *frontier)
+{
+	for (;;)
+	{
+		BatpakIndex *idx = batpak_attach_index(true);
+
+		*frontier = pg_atomic_read_u64(&BatpakCtl->visible_seq);
+		pg_read_barrier();
+		if (pg_atomic_read_u32(&BatpakCtl->incarnation) == idx->incarnation)
+			return idx;
+		CHECK_FOR_INTERRUPTS();
+	}
 }

@@ -32,16 +32,6 @@ PG_FUNCTION_INFO_V1(batpak_walk_ancestors);
 PG_FUNCTION_INFO_V1(batpak_read_correlated);
 PG_FUNCTION_INFO_V1(batpak_stats_row);
 
-static uint64
-batpak_visible(void)
-{
-	uint64		frontier = pg_atomic_read_u64(&BatpakCtl->visible_seq);
-
-	/* index entries up to the frontier were written before it moved */
-	pg_read_barrier();
-	return frontier;
-}
-
 static text *
 batpak_text(const char *s, int len)
 {
@@ -121,8 +111,7 @@ batpak_out_begin(FunctionCallInfo fcinfo, BatpakOut *out)
 	out->rowcxt = AllocSetContextCreate(CurrentMemoryContext, "batpak row",
 										ALLOCSET_SMALL_SIZES);
 	batpak_reader_init(&out->reader);
-	out->idx = batpak_attach_index(true);
-	out->frontier = batpak_visible();
+	out->idx = batpak_read_snapshot(&out->frontier);
 }
 
 static void
@@ -212,10 +201,11 @@ batpak_get(PG_FUNCTION_ARGS)
 	Datum		values[BATPAK_EVENT_NATTS];
 	bool		nulls[BATPAK_EVENT_NATTS];
 	HeapTuple	tuple;
+	uint64		frontier;
 
-	idx = batpak_attach_index(true);
+	idx = batpak_read_snapshot(&frontier);
 	batpak_reader_init(&reader);
-	if (!batpak_find_event(idx, &reader, batpak_visible(), PG_GETARG_UUID_P(0), &f))
+	if (!batpak_find_event(idx, &reader, frontier, PG_GETARG_UUID_P(0), &f))
 	{
 		batpak_reader_close(&reader);
 		PG_RETURN_NULL();
@@ -337,10 +327,11 @@ batpak_stream_version(PG_FUNCTION_ARGS)
 {
 	uint8		key[BATPAK_KEY_LEN];
 	BatpakIndex *idx;
+	uint64		frontier;
 
 	batpak_entity_key(PG_GETARG_TEXT_PP(0), key);
-	idx = batpak_attach_index(true);
-	PG_RETURN_INT64((int64) batpak_index_stream_version(idx, key, batpak_visible()));
+	idx = batpak_read_snapshot(&frontier);
+	PG_RETURN_INT64((int64) batpak_index_stream_version(idx, key, frontier));
 }
 
 Datum

@@ -90,20 +90,41 @@ batpak_forget_buffer(void)
 	batpak_free_inflight();
 }
 
+/*
+ * Called by shmem.c before it detaches from an index area: free our buffer
+ * there while the area is still mapped, unless the writer owns it (our last
+ * request was abandoned) or it is in use.
+ */
+void
+batpak_release_request_buffer(void)
+{
+	BatpakSlot *slot;
+
+	if (!DsaPointerIsValid(batpak_buf_dp) || BatpakCtl == NULL || MyProc == NULL)
+	{
+		batpak_forget_buffer();
+		return;
+	}
+	slot = batpak_my_slot();
+	if (pg_atomic_read_u32(&slot->state) == BATPAK_SLOT_IDLE)
+		dsa_free(batpak_buf_area, batpak_buf_dp);
+	batpak_forget_buffer();
+}
+
 /* A buffer of at least size bytes in the current index area */
 static dsa_pointer
 batpak_get_buffer(BatpakIndex *idx, Size size)
 {
-	if (batpak_buf_area != idx->area)
-	{
-		/* an older incarnation's area, already detached: nothing to free */
+	/*
+	 * The buffer belongs to the area of the incarnation that allocated it
+	 * (area pointers cannot tell: a new attachment may reuse the address).
+	 * batpak_release_request_buffer() runs before every detach, so a buffer
+	 * of another incarnation is not expected here; forget it if it is.
+	 */
+	if (DsaPointerIsValid(batpak_buf_dp) && batpak_buf_incarnation != idx->incarnation)
 		batpak_forget_buffer();
-	}
 	if (DsaPointerIsValid(batpak_buf_dp) && batpak_buf_size >= size)
-	{
-		batpak_buf_incarnation = idx->incarnation;
 		return batpak_buf_dp;
-	}
 	if (DsaPointerIsValid(batpak_buf_dp))
 		dsa_free(batpak_buf_area, batpak_buf_dp);
 	batpak_forget_buffer();
@@ -178,23 +199,10 @@ batpak_exit_hook(int code, Datum arg)
 
 	/*
 	 * Give the buffer back (the area is still mapped: before_shmem_exit
-	 * callbacks run before DSM detach), unless the writer owns it now.
+	 * callbacks run before DSM detach), unless the writer owns it now.  A
+	 * buffer is only ever held in the area we are attached to.
 	 */
-	if (pg_atomic_read_u32(&slot->state) == BATPAK_SLOT_IDLE &&
-		batpak_buf_area != NULL && DsaPointerIsValid(batpak_buf_dp) &&
-		pg_atomic_read_u32(&BatpakCtl->incarnation) != 0)
-	{
-		PG_TRY();
-		{
-			dsa_free(batpak_buf_area, batpak_buf_dp);
-		}
-		PG_CATCH();
-		{
-			FlushErrorState();
-		}
-		PG_END_TRY();
-	}
-	batpak_forget_buffer();
+	batpak_release_request_buffer();
 }
 
 /* Wait until our slot is free again after an earlier abandoned request */
@@ -245,6 +253,8 @@ batpak_wait_reply(BatpakSlot *slot, TimestampTz deadline)
 
 		if (state == BATPAK_SLOT_DONE)
 		{
+			/* the reply was written before DONE: read it after seeing DONE */
+			pg_read_barrier();
 			batpak_take_reply(slot);
 			return BATPAK_WAIT_DONE;
 		}
@@ -360,7 +370,8 @@ BatpakRequest *
 batpak_submit_and_wait(BatpakRequest *req)
 {
 	BatpakSlot *slot = batpak_my_slot();
-	BatpakWaitResult result;
+	volatile BatpakWaitResult result = BATPAK_WAIT_DONE;
+	MemoryContext callercxt = CurrentMemoryContext;
 
 	for (;;)
 	{
@@ -393,7 +404,6 @@ batpak_submit_and_wait(BatpakRequest *req)
 		PG_CATCH();
 		{
 			ErrorData  *edata;
-			MemoryContext oldcxt;
 			uint32		st = pg_atomic_read_u32(&slot->state);
 
 			/* our own errors above leave the slot settled: pass them on */
@@ -405,28 +415,41 @@ batpak_submit_and_wait(BatpakRequest *req)
 			 * out: withdraw it.  If the writer had already taken it, the
 			 * caller must learn that the outcome is unknown.
 			 */
+			MemoryContextSwitchTo(callercxt);
+			edata = CopyErrorData();
 			switch (batpak_abandon(slot))
 			{
 				case BATPAK_SLOT_DONE:
-					batpak_free_inflight();
-					pg_atomic_write_u32(&slot->state, BATPAK_SLOT_IDLE);
+					pg_read_barrier();
+					batpak_take_reply(slot);
+
+					/*
+					 * The writer answered before the interrupt took effect.
+					 * If it wrote the events, hiding that behind a cancel
+					 * would invite a duplicate on retry: return the
+					 * receipts, as a COMMIT that completes despite a late
+					 * cancel does.
+					 */
+					if (req->status == BATPAK_REPLY_OK &&
+						edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+					{
+						FlushErrorState();
+						result = BATPAK_WAIT_DONE;
+						break;
+					}
 					PG_RE_THROW();
 					break;
 				case BATPAK_SLOT_SUBMITTED:
 					PG_RE_THROW();
 					break;
 				default:
-					break;
+					FlushErrorState();
+					ereport(ERROR,
+							(errcode(ERRCODE_BATPAK_OUTCOME_UNKNOWN),
+							 errmsg("outcome of the append is unknown: %s", edata->message),
+							 errdetail("The writer had already taken the append when the wait was interrupted."),
+							 errhint("Retry with the same idempotency key, or look the event up, to learn whether it was written.")));
 			}
-			oldcxt = MemoryContextSwitchTo(ErrorContext);
-			edata = CopyErrorData();
-			MemoryContextSwitchTo(oldcxt);
-			FlushErrorState();
-			ereport(ERROR,
-					(errcode(ERRCODE_BATPAK_OUTCOME_UNKNOWN),
-					 errmsg("outcome of the append is unknown: %s", edata->message),
-					 errdetail("The writer had already taken the append when the wait was interrupted."),
-					 errhint("Retry with the same idempotency key, or look the event up, to learn whether it was written.")));
 		}
 		PG_END_TRY();
 

@@ -111,9 +111,7 @@ batpak_verify_chain(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, 0);
 	rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	idx = batpak_attach_index(true);
-	frontier = pg_atomic_read_u64(&BatpakCtl->visible_seq);
-	pg_read_barrier();
+	idx = batpak_read_snapshot(&frontier);
 	batpak_reader_init(&reader);
 
 	if (!PG_ARGISNULL(0))

@@ -133,6 +133,9 @@ typedef struct WriterState
 	uint64		next_seq;		/* next global sequence to assign */
 	uint64		published_seq;	/* last global sequence in the index */
 
+	/* an I/O step that must end the writer if it fails (see rotation) */
+	bool		in_rotation;
+
 	/* asynchronous appends written but not yet synced */
 	bool		unsynced;
 	TimestampTz unsynced_since;
@@ -143,6 +146,8 @@ typedef struct WriterState
 
 static WriterState W;
 
+static void writer_flush_async(bool force);
+
 static void
 writer_exit_hook(int code, Datum arg)
 {
@@ -150,6 +155,12 @@ writer_exit_hook(int code, Datum arg)
 
 	if (BatpakCtl == NULL)
 		return;
+
+	/*
+	 * An error may have ended the writer while it held the control lock
+	 * (creating the index): release it, or we would wait on ourselves.
+	 */
+	LWLockReleaseAll();
 	LWLockAcquire(&BatpakCtl->lock, LW_EXCLUSIVE);
 	BatpakCtl->writer_pid = 0;
 	BatpakCtl->writer_latch = NULL;
@@ -162,8 +173,8 @@ writer_exit_hook(int code, Datum arg)
 		BatpakSlot *slot = &BatpakCtl->slots[i];
 		uint32		state = pg_atomic_read_u32(&slot->state);
 
-		if ((state == BATPAK_SLOT_SUBMITTED || state == BATPAK_SLOT_PROCESSING) &&
-			slot->latch != NULL)
+		if ((state == BATPAK_SLOT_SUBMITTED || state == BATPAK_SLOT_PROCESSING ||
+			 state == BATPAK_SLOT_ABANDONED) && slot->latch != NULL)
 			SetLatch(slot->latch);
 	}
 }
@@ -404,6 +415,12 @@ writer_rotate(void)
 {
 	WriterExtent *e = writer_current_extent();
 
+	/*
+	 * A failure from here on is not the request's fault and leaves the files
+	 * in an unknown state: writer_process_request lets it end the writer,
+	 * whose successor recovers from the files.
+	 */
+	W.in_rotation = true;
 	writer_pwrite(W.fd, W.segno, W.buf + e->buf_off, e->len, e->file_off);
 	e->written = true;
 	writer_truncate(W.fd, W.segno, W.write_off);
@@ -415,6 +432,7 @@ writer_rotate(void)
 	W.segno++;
 	W.write_off = BATPAK_SEGMENT_HEADER_SIZE;
 	W.alloc_end = BATPAK_SEGMENT_HEADER_SIZE;
+	W.in_rotation = false;
 }
 
 /*
@@ -809,6 +827,9 @@ writer_process_request(WriterGroupReq *g, TimestampTz committed_at)
 	{
 		ErrorData  *edata;
 
+		/* an I/O failure while rotating ends the writer, see writer_rotate */
+		if (W.in_rotation)
+			PG_RE_THROW();
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -861,6 +882,8 @@ writer_collect(WriterGroupReq *group)
 
 		if (pg_atomic_read_u32(&slot->state) != BATPAK_SLOT_SUBMITTED)
 			continue;
+		/* the backend set the slot's fields before SUBMITTED */
+		pg_read_barrier();
 		if (slot->incarnation != W.incarnation)
 		{
 			/* meant for a writer that is gone: make the backend resubmit */
@@ -982,6 +1005,13 @@ writer_serve_group(WriterGroupReq *group)
 		pg_write_barrier();
 		pg_atomic_write_u64(&BatpakCtl->visible_seq, W.next_seq - 1);
 	}
+	/*
+	 * A synchronous request answered only with receipts of earlier
+	 * asynchronous appends wrote nothing, so nothing above synced: those
+	 * events must be durable before it is told they exist.
+	 */
+	if (sync && W.unsynced)
+		writer_flush_async(true);
 	pg_atomic_fetch_add_u64(&BatpakCtl->counters.groups, 1);
 
 	for (int i = 0; i < n; i++)
@@ -1282,6 +1312,38 @@ writer_scan_segment(uint32 segno, int fd, uint64 file_size, bool newest,
 	return true;
 }
 
+/*
+ * Is segment segno a file whose creation did not finish: no room for a
+ * frame, and no valid header?
+ */
+static bool
+writer_unfinished_segment(uint32 segno)
+{
+	char		path[MAXPGPATH];
+	char		header[BATPAK_SEGMENT_HEADER_SIZE];
+	struct stat st;
+	uint8		store_id[16];
+	const char *why;
+	int			fd;
+	bool		valid;
+
+	batpak_segment_path(path, segno);
+	if (stat(path, &st) != 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not stat segment \"%s\": %m", path)));
+	if (st.st_size > BATPAK_SEGMENT_HEADER_SIZE)
+		return false;
+	if (st.st_size < BATPAK_SEGMENT_HEADER_SIZE)
+		return true;
+	fd = writer_open_segment(segno, false);
+	memset(store_id, 0, sizeof(store_id));
+	valid = pg_pread(fd, header, sizeof(header), 0) == sizeof(header) &&
+		batpak_check_segment_header(header, segno, store_id, &why);
+	close(fd);
+	return !valid;
+}
+
 /* Rebuild the index from the segment files; false if the store failed */
 static bool
 writer_recover(void)
@@ -1308,6 +1370,26 @@ writer_recover(void)
 	W.published_seq = 0;
 	memset(W.store_id, 0, sizeof(W.store_id));
 	segs = writer_list_segments(&nsegs);
+	if (nsegs > 0 && writer_unfinished_segment(segs[nsegs - 1]))
+	{
+		char		path[MAXPGPATH];
+
+		/*
+		 * A crash interrupted writer_create_segment before the header was
+		 * synced: the file cannot hold a frame (frames follow the synced
+		 * header).  Remove it; the segment before it is the newest.
+		 */
+		batpak_segment_path(path, segs[nsegs - 1]);
+		if (unlink(path) != 0)
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not remove unfinished segment \"%s\": %m", path)));
+		fsync_fname(BATPAK_DIR, true);
+		ereport(LOG,
+				(errmsg("batpak: removed unfinished segment %08X.seg (its creation was interrupted)",
+						segs[nsegs - 1])));
+		nsegs--;
+	}
 	pg_atomic_write_u32(&BatpakCtl->segments, nsegs);
 
 	if (nsegs == 0)
