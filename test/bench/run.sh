@@ -336,6 +336,10 @@ time_query() {
 # bench_count KEY SQL: $RUNS timed runs of a count(*) query; KEY.rate is rows/s
 bench_count() {
 	local key=$1 sql=$2 i r ms n rates=() secs=()
+	# both sides alike: dirty pages of the preceding load flushed, one
+	# unmeasured run to warm caches
+	sync
+	time_query "$sql" >/dev/null
 	for i in $(seq 1 "$RUNS"); do
 		r=$(time_query "$sql")
 		read -r ms n <<<"$r"
@@ -722,6 +726,7 @@ report() {
 	echo "- batpak's reads are set-returning functions: PostgreSQL's function scan puts every row in a tuplestore (in memory up to work_mem, then a temporary file) before count(*) reads it back; the work_mem=64MB figures show how much that costs when the tuplestore stays in memory longer. They are informational; the goal is judged at PostgreSQL's default work_mem (4MB)."
 	echo "- count(*) on the plain table may use a parallel seq scan or an index-only scan; batpak reads run in the backend that calls them. The reads are warm (the data was just written)."
 	echo "- Start-up is measured with the OS page cache warm (the segment files were just written)."
+	echo "- Each read series starts after an OS \`sync\` and one unmeasured warm-up run, on both sides."
 	echo "- Index memory on the baseline side is the on-disk size of its two btrees, for scale only."
 	if [[ -n $(get stats.row.after) ]]; then
 		echo "- batpak.stats after the last restart: \`$(get stats.row.after)\`"
