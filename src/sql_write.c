@@ -168,27 +168,32 @@ batpak_pack_event(char *dst, const BatpakNewEvent *e, Size itemsize)
 	return dst + itemsize;
 }
 
-static HeapTuple
-batpak_receipt_tuple(TupleDesc tupdesc, const BatpakReceipt *r)
+/*
+ * The columns of batpak.receipt; the two hashes and the id are built in buf
+ * (BATPAK_RECEIPT_SCRATCH bytes), so a batch's receipts need no palloc each.
+ */
+#define BATPAK_RECEIPT_SCRATCH \
+	(MAXALIGN(sizeof(pg_uuid_t)) + 2 * MAXALIGN(VARHDRSZ + BATPAK_HASH_LEN))
+
+static void
+batpak_receipt_values(const BatpakReceipt *r, char *buf, Datum *values, bool *nulls)
 {
-	Datum		values[6];
-	bool		nulls[6] = {false, false, false, false, false, false};
-	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
-	bytea	   *hash = palloc(VARHDRSZ + BATPAK_HASH_LEN);
-	bytea	   *prev = palloc(VARHDRSZ + BATPAK_HASH_LEN);
+	pg_uuid_t  *id = (pg_uuid_t *) buf;
+	bytea	   *hash = (bytea *) (buf + MAXALIGN(sizeof(pg_uuid_t)));
+	bytea	   *prev = (bytea *) ((char *) hash + MAXALIGN(VARHDRSZ + BATPAK_HASH_LEN));
 
 	*id = r->event_id;
 	SET_VARSIZE(hash, VARHDRSZ + BATPAK_HASH_LEN);
 	memcpy(VARDATA(hash), r->event_hash, BATPAK_HASH_LEN);
 	SET_VARSIZE(prev, VARHDRSZ + BATPAK_HASH_LEN);
 	memcpy(VARDATA(prev), r->prev_hash, BATPAK_HASH_LEN);
+	memset(nulls, 0, sizeof(bool) * 6);
 	values[0] = UUIDPGetDatum(id);
 	values[1] = Int64GetDatum((int64) r->global_seq);
 	values[2] = Int64GetDatum((int64) r->entity_seq);
 	values[3] = TimestampTzGetDatum(r->committed_at);
 	values[4] = PointerGetDatum(hash);
 	values[5] = PointerGetDatum(prev);
-	return heap_form_tuple(tupdesc, values, nulls);
 }
 
 Datum
@@ -227,8 +232,14 @@ batpak_append(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 	tupdesc = BlessTupleDesc(tupdesc);
-	PG_RETURN_DATUM(HeapTupleGetDatum(batpak_receipt_tuple(tupdesc,
-														   BATPAK_REQ_RECEIPTS(req))));
+	{
+		Datum		values[6];
+		bool		nulls[6];
+
+		batpak_receipt_values(BATPAK_REQ_RECEIPTS(req), palloc(BATPAK_RECEIPT_SCRATCH),
+							  values, nulls);
+		PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+	}
 }
 
 /* Read the fields of one batpak.new_event composite */
@@ -277,12 +288,18 @@ batpak_check_batch_keys(BatpakNewEvent *events, int n)
 {
 	HASHCTL		ctl;
 	HTAB	   *keys;
+	int			nkeys = 0;
 
+	for (int i = 0; i < n; i++)
+		if (events[i].idem != NULL)
+			nkeys++;
+	if (nkeys < 2)
+		return;
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = BATPAK_KEY_LEN;
 	ctl.entrysize = BATPAK_KEY_LEN;
 	ctl.hcxt = CurrentMemoryContext;
-	keys = hash_create("batpak batch keys", Max(n, 16), &ctl,
+	keys = hash_create("batpak batch keys", nkeys, &ctl,
 					   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	for (int i = 0; i < n; i++)
 	{
@@ -321,6 +338,7 @@ batpak_append_batch(PG_FUNCTION_ARGS)
 	Size		total = 0;
 	BatpakRequest *req;
 	char	   *p;
+	char	   *scratch;
 	BatpakReceipt *receipts;
 
 	batpak_check_loaded();
@@ -377,12 +395,15 @@ batpak_append_batch(PG_FUNCTION_ARGS)
 	req = batpak_submit_and_wait(req);
 
 	receipts = BATPAK_REQ_RECEIPTS(req);
+	scratch = palloc(BATPAK_RECEIPT_SCRATCH);
 	for (int i = 0; i < n; i++)
 	{
-		HeapTuple	tuple = batpak_receipt_tuple(rsinfo->setDesc, &receipts[i]);
+		Datum		values[6];
+		bool		nulls[6];
 
-		tuplestore_puttuple(rsinfo->setResult, tuple);
-		heap_freetuple(tuple);
+		/* tuplestore_putvalues copies: the scratch serves every receipt */
+		batpak_receipt_values(&receipts[i], scratch, values, nulls);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
 }
