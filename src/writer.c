@@ -778,7 +778,7 @@ writer_build_request(BatpakRequest *req, TimestampTz committed_at)
  */
 static void
 writer_undo_request(Size undo_mark, Size pub_mark, Size buf_mark,
-					uint64 seq_mark, uint32 segno_mark)
+					uint64 seq_mark)
 {
 	while (W.nundo > undo_mark)
 	{
@@ -800,7 +800,6 @@ writer_undo_request(Size undo_mark, Size pub_mark, Size buf_mark,
 		W.write_off -= added;
 		W.buf_len = buf_mark;
 	}
-	(void) segno_mark;
 	W.next_seq = seq_mark;
 }
 
@@ -813,7 +812,6 @@ writer_process_request(WriterGroupReq *g, TimestampTz committed_at)
 	Size		pub_mark = W.npubs;
 	Size		buf_mark = W.buf_len;
 	uint64		seq_mark = W.next_seq;
-	uint32		segno_mark = W.segno;
 	MemoryContext oldcxt = CurrentMemoryContext;
 	bool		ok;
 
@@ -843,7 +841,7 @@ writer_process_request(WriterGroupReq *g, TimestampTz committed_at)
 
 	if (!ok)
 	{
-		writer_undo_request(undo_mark, pub_mark, buf_mark, seq_mark, segno_mark);
+		writer_undo_request(undo_mark, pub_mark, buf_mark, seq_mark);
 		pg_atomic_fetch_add_u64(&BatpakCtl->counters.requests_failed, 1);
 	}
 	g->ok = ok;
