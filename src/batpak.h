@@ -379,6 +379,7 @@ extern uint64 *batpak_index_corr_seqs(BatpakIndex *idx, const pg_uuid_t *corr,
 /* submit.c */
 extern BatpakRequest *batpak_request_create(uint32 nevents, Size events_size);
 extern void batpak_release_request_buffer(void);
+extern void batpak_request_done(void);
 extern BatpakRequest *batpak_submit_and_wait(BatpakRequest *req);
 
 /* writer.c */

@@ -236,9 +236,13 @@ batpak_append(PG_FUNCTION_ARGS)
 		Datum		values[6];
 		bool		nulls[6];
 
+		HeapTuple	tuple;
+
 		batpak_receipt_values(BATPAK_REQ_RECEIPTS(req), palloc(BATPAK_RECEIPT_SCRATCH),
 							  values, nulls);
-		PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+		tuple = heap_form_tuple(tupdesc, values, nulls);
+		batpak_request_done();
+		PG_RETURN_DATUM(HeapTupleGetDatum(tuple));
 	}
 }
 
@@ -405,5 +409,6 @@ batpak_append_batch(PG_FUNCTION_ARGS)
 		batpak_receipt_values(&receipts[i], scratch, values, nulls);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
+	batpak_request_done();
 	return (Datum) 0;
 }

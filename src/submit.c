@@ -4,10 +4,11 @@
  *	  The backend side of the submission queue: hand a request to the writer
  *	  through this backend's slot and wait for the reply on our latch.
  *
- * A request is built in local memory (so that input errors cannot leak
- * shared memory), copied into the writer's DSA area, and announced by
- * moving the slot to SUBMITTED and setting the writer's latch.  The writer
- * scans the slots, so there is no separate list to keep consistent.
+ * A request is built in place in this backend's buffer in the writer's
+ * DSA area (kept from one request to the next), and announced by moving the
+ * slot to SUBMITTED and setting the writer's latch.  The writer scans the
+ * slots, so there is no separate list to keep consistent; it writes the
+ * receipts into the same buffer.
  *
  * The wait must end, whatever happens: the writer replies (DONE), the writer
  * exits (its exit hook sets every waiting backend's latch and the state to
@@ -54,6 +55,7 @@ static Size batpak_buf_size = 0;
 static uint32 batpak_buf_incarnation = 0;	/* the writer the area belongs to */
 
 #define BATPAK_MIN_REQUEST_BUFFER	8192
+#define BATPAK_MAX_KEPT_BUFFER		(1024 * 1024)
 
 /* the request in flight, in the buffer above */
 static dsa_area *batpak_inflight_area = NULL;
@@ -109,6 +111,18 @@ batpak_release_request_buffer(void)
 	if (pg_atomic_read_u32(&slot->state) == BATPAK_SLOT_IDLE)
 		dsa_free(batpak_buf_area, batpak_buf_dp);
 	batpak_forget_buffer();
+}
+
+/*
+ * The caller is done with the request's receipts.  A buffer much larger than
+ * usual (a big batch) is given back instead of being kept, so that a few
+ * sessions cannot hold large parts of the writer's area between requests.
+ */
+void
+batpak_request_done(void)
+{
+	if (batpak_buf_size > BATPAK_MAX_KEPT_BUFFER)
+		batpak_release_request_buffer();
 }
 
 /* A buffer of at least size bytes in the current index area */

@@ -413,7 +413,14 @@ writer_truncate(int fd, uint32 segno, uint64 size)
 static void
 writer_rotate(void)
 {
-	WriterExtent *e = writer_current_extent();
+	WriterExtent *e;
+
+	/* a refusal, not an I/O failure: checked before the point of no return */
+	if (W.segno + 1 > BATPAK_MAX_SEGMENTS)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("batpak store has reached its maximum number of segments")));
+	e = writer_current_extent();
 
 	/*
 	 * A failure from here on is not the request's fault and leaves the files
@@ -1461,6 +1468,17 @@ writer_recover(void)
 		total += data_end;
 		if (newest)
 		{
+			/*
+			 * The previous writer may have died between writing a group and
+			 * syncing it: its frames are in the page cache, so the scan saw
+			 * them complete.  Make them durable before serving, or an
+			 * idempotent retry could be acknowledged with a receipt for an
+			 * event a power loss would still take away.
+			 */
+			if (pg_fsync(fd) != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_IO_ERROR),
+						 errmsg("could not fsync segment %08X.seg: %m", segno)));
 			W.fd = fd;
 			W.segno = segno;
 			W.write_off = data_end;
@@ -1498,6 +1516,20 @@ writer_setup_index(void)
 	BatpakCtl->started_at = GetCurrentTimestamp();
 	BatpakCtl->failure[0] = '\0';
 	LWLockRelease(&BatpakCtl->lock);
+
+	/*
+	 * Backends still waiting on a request of an earlier writer learn from
+	 * the new incarnation that it is gone: wake them now rather than at
+	 * their timeout.
+	 */
+	for (int i = 0; i < BatpakCtl->nslots; i++)
+	{
+		BatpakSlot *slot = &BatpakCtl->slots[i];
+
+		if (pg_atomic_read_u32(&slot->state) != BATPAK_SLOT_IDLE &&
+			slot->incarnation != W.incarnation && slot->latch != NULL)
+			SetLatch(slot->latch);
+	}
 }
 
 void
