@@ -89,6 +89,16 @@ batpak_require(bool isnull, const char *what)
 				 errmsg("%s must not be null", what)));
 }
 
+/* As batpak_require, for a field of item 'item' of a batch (1-based) */
+static void
+batpak_require_item(bool isnull, const char *field, int item)
+{
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s of event %d must not be null", field, item)));
+}
+
 /* Check one event and return the size of its request item */
 static Size
 batpak_check_event(const BatpakNewEvent *e)
@@ -254,7 +264,6 @@ batpak_decode_new_event(HeapTupleHeader rec, TupleDesc tupdesc, int item,
 	HeapTupleData tuple;
 	Datum		values[9];
 	bool		nulls[9];
-	char		what[64];
 
 	if (tupdesc->natts != 9)
 		elog(ERROR, "batpak.new_event has %d attributes, expected 9", tupdesc->natts);
@@ -264,14 +273,10 @@ batpak_decode_new_event(HeapTupleHeader rec, TupleDesc tupdesc, int item,
 	tuple.t_data = rec;
 	heap_deform_tuple(&tuple, tupdesc, values, nulls);
 
-	snprintf(what, sizeof(what), "entity of event %d", item);
-	batpak_require(nulls[0], what);
-	snprintf(what, sizeof(what), "scope of event %d", item);
-	batpak_require(nulls[1], what);
-	snprintf(what, sizeof(what), "kind of event %d", item);
-	batpak_require(nulls[2], what);
-	snprintf(what, sizeof(what), "payload of event %d", item);
-	batpak_require(nulls[3], what);
+	batpak_require_item(nulls[0], "entity", item);
+	batpak_require_item(nulls[1], "scope", item);
+	batpak_require_item(nulls[2], "kind", item);
+	batpak_require_item(nulls[3], "payload", item);
 
 	memset(e, 0, sizeof(*e));
 	e->entity = DatumGetTextPP(values[0]);
@@ -373,10 +378,10 @@ batpak_append_batch(PG_FUNCTION_ARGS)
 	sizes = palloc(sizeof(Size) * n);
 	for (int i = 0; i < n; i++)
 	{
-		char		what[32];
-
-		snprintf(what, sizeof(what), "event %d", i + 1);
-		batpak_require(elemnulls[i], what);
+		if (elemnulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("event %d must not be null", i + 1)));
 		batpak_decode_new_event(DatumGetHeapTupleHeader(elems[i]), eventdesc, i + 1,
 								&events[i]);
 		sizes[i] = batpak_check_event(&events[i]);
