@@ -57,9 +57,6 @@ static uint32 batpak_buf_incarnation = 0;	/* the writer the area belongs to */
 #define BATPAK_MIN_REQUEST_BUFFER	8192
 #define BATPAK_MAX_KEPT_BUFFER		(1024 * 1024)
 
-/* the request in flight, in the buffer above */
-static dsa_area *batpak_inflight_area = NULL;
-static dsa_pointer batpak_inflight_dp = InvalidDsaPointer;
 
 static BatpakSlot *
 batpak_my_slot(void)
@@ -74,14 +71,6 @@ batpak_writer_gone(BatpakSlot *slot)
 		pg_atomic_read_u32(&BatpakCtl->state) == BATPAK_STATE_STOPPED;
 }
 
-/* The request is over and its buffer is ours again */
-static void
-batpak_free_inflight(void)
-{
-	batpak_inflight_area = NULL;
-	batpak_inflight_dp = InvalidDsaPointer;
-}
-
 /* The writer took over the buffer (to free it): forget it */
 static void
 batpak_forget_buffer(void)
@@ -89,7 +78,6 @@ batpak_forget_buffer(void)
 	batpak_buf_area = NULL;
 	batpak_buf_dp = InvalidDsaPointer;
 	batpak_buf_size = 0;
-	batpak_free_inflight();
 }
 
 /*
@@ -167,17 +155,13 @@ batpak_abandon(BatpakSlot *slot)
 	uint32		expected = BATPAK_SLOT_SUBMITTED;
 
 	if (pg_atomic_compare_exchange_u32(&slot->state, &expected, BATPAK_SLOT_IDLE))
-	{
-		batpak_free_inflight();
 		return BATPAK_SLOT_SUBMITTED;
-	}
 	if (expected == BATPAK_SLOT_PROCESSING)
 	{
 		if (batpak_writer_gone(slot))
 		{
 			/* nobody will touch it again: the writer that took it is gone */
 			pg_atomic_write_u32(&slot->state, BATPAK_SLOT_IDLE);
-			batpak_free_inflight();
 			return BATPAK_SLOT_PROCESSING;
 		}
 		if (pg_atomic_compare_exchange_u32(&slot->state, &expected,
@@ -206,10 +190,7 @@ batpak_exit_hook(int code, Datum arg)
 	state = pg_atomic_read_u32(&slot->state);
 	if (state != BATPAK_SLOT_IDLE && state != BATPAK_SLOT_ABANDONED &&
 		batpak_abandon(slot) == BATPAK_SLOT_DONE)
-	{
-		batpak_free_inflight();
 		pg_atomic_write_u32(&slot->state, BATPAK_SLOT_IDLE);
-	}
 
 	/*
 	 * Give the buffer back (the area is still mapped: before_shmem_exit
@@ -253,7 +234,6 @@ batpak_wait_slot_idle(BatpakSlot *slot, TimestampTz deadline)
 static void
 batpak_take_reply(BatpakSlot *slot)
 {
-	batpak_free_inflight();
 	pg_atomic_write_u32(&slot->state, BATPAK_SLOT_IDLE);
 }
 
@@ -393,8 +373,6 @@ batpak_submit_and_wait(BatpakRequest *req)
 		Latch	   *writer_latch;
 
 		Assert((char *) req == (char *) dsa_get_address(batpak_buf_area, batpak_buf_dp));
-		batpak_inflight_area = batpak_buf_area;
-		batpak_inflight_dp = batpak_buf_dp;
 
 		slot->request = batpak_buf_dp;
 		/*
