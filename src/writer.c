@@ -74,17 +74,6 @@ typedef struct WriterPub
 	pg_uuid_t	corr;
 } WriterPub;
 
-/* A stretch of the group buffer destined for one segment file */
-typedef struct WriterExtent
-{
-	int			fd;
-	uint32		segno;
-	uint64		file_off;
-	Size		buf_off;
-	Size		len;
-	bool		written;		/* already written and synced (rotation) */
-} WriterExtent;
-
 typedef struct WriterGroupReq
 {
 	int			slotno;
@@ -119,9 +108,9 @@ typedef struct WriterState
 	char	   *buf;
 	Size		buf_len;
 	Size		buf_cap;
-	WriterExtent *extents;
-	int			nextents;
-	int			maxextents;
+	Size		pend_buf_off;	/* buf[pend_buf_off, buf_len) is not yet written;
+								 * it all belongs to the current segment and
+								 * ends at write_off */
 	WriterPub  *pubs;
 	Size		npubs;
 	Size		maxpubs;
@@ -227,7 +216,7 @@ writer_reset_group_tables(void)
 	W.npubs = 0;
 	W.nundo = 0;
 	W.buf_len = 0;
-	W.nextents = 0;
+	W.pend_buf_off = 0;
 }
 
 static WriterHead *
@@ -347,28 +336,6 @@ writer_create_segment(uint32 segno)
 	return fd;
 }
 
-static WriterExtent *
-writer_current_extent(void)
-{
-	WriterExtent *e;
-
-	if (W.nextents > 0 && W.extents[W.nextents - 1].segno == W.segno)
-		return &W.extents[W.nextents - 1];
-	if (W.nextents >= W.maxextents)
-	{
-		W.maxextents = Max(W.maxextents * 2, 4);
-		W.extents = repalloc(W.extents, W.maxextents * sizeof(WriterExtent));
-	}
-	e = &W.extents[W.nextents++];
-	e->fd = W.fd;
-	e->segno = W.segno;
-	e->file_off = W.write_off;
-	e->buf_off = W.buf_len;
-	e->len = 0;
-	e->written = false;
-	return e;
-}
-
 static void
 writer_pwrite(int fd, uint32 segno, const char *data, Size len, uint64 off)
 {
@@ -404,6 +371,24 @@ writer_truncate(int fd, uint32 segno, uint64 size)
 }
 
 /*
+ * Write the group's bytes that are not on their way yet.  They all belong to
+ * the current segment (a rotation writes out the old segment's share before
+ * it switches) and end at write_off.
+ */
+static void
+writer_write_pending(void)
+{
+	Size		len = W.buf_len - W.pend_buf_off;
+
+	if (len == 0)
+		return;
+	writer_pwrite(W.fd, W.segno, W.buf + W.pend_buf_off, len, W.write_off - len);
+	W.pend_buf_off = W.buf_len;
+	pg_atomic_fetch_add_u64(&BatpakCtl->counters.bytes_written, len);
+	pg_atomic_fetch_add_u64(&BatpakCtl->store_bytes, len);
+}
+
+/*
  * Start a new segment.  The old one is finished first: the group's frames
  * for it are written, the zero-filled preallocation is cut off and the file
  * is synced, all before the new file exists.  So only the newest segment
@@ -413,14 +398,11 @@ writer_truncate(int fd, uint32 segno, uint64 size)
 static void
 writer_rotate(void)
 {
-	WriterExtent *e;
-
 	/* a refusal, not an I/O failure: checked before the point of no return */
 	if (W.segno + 1 > BATPAK_MAX_SEGMENTS)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("batpak store has reached its maximum number of segments")));
-	e = writer_current_extent();
 
 	/*
 	 * A failure from here on is not the request's fault and leaves the files
@@ -428,8 +410,7 @@ writer_rotate(void)
 	 * whose successor recovers from the files.
 	 */
 	W.in_rotation = true;
-	writer_pwrite(W.fd, W.segno, W.buf + e->buf_off, e->len, e->file_off);
-	e->written = true;
+	writer_write_pending();
 	writer_truncate(W.fd, W.segno, W.write_off);
 	writer_fsync_fd(W.fd, W.segno);
 	close(W.fd);
@@ -471,7 +452,6 @@ writer_preallocate(void)
 static char *
 writer_reserve(Size len)
 {
-	WriterExtent *e = writer_current_extent();
 	char	   *dst;
 
 	if (W.buf_len + len > W.buf_cap)
@@ -483,30 +463,19 @@ writer_reserve(Size len)
 	}
 	dst = W.buf + W.buf_len;
 	W.buf_len += len;
-	e->len += len;
 	W.write_off += len;
 	return dst;
 }
 
 /*
- * Write the group's frames (extents of segments finished by a rotation are
+ * Write the group's frames (those of a segment finished by a rotation are
  * already out) and, for a synchronous group, fdatasync once.
  */
 static void
 writer_write_group(bool sync)
 {
 	writer_preallocate();
-	for (int i = 0; i < W.nextents; i++)
-	{
-		WriterExtent *e = &W.extents[i];
-
-		if (e->written || e->len == 0)
-			continue;
-		Assert(e->segno == W.segno);
-		writer_pwrite(e->fd, e->segno, W.buf + e->buf_off, e->len, e->file_off);
-		pg_atomic_fetch_add_u64(&BatpakCtl->counters.bytes_written, e->len);
-		pg_atomic_fetch_add_u64(&BatpakCtl->store_bytes, e->len);
-	}
+	writer_write_pending();
 	if (sync)
 	{
 		writer_fsync_fd(W.fd, W.segno);
@@ -802,8 +771,11 @@ writer_undo_request(Size undo_mark, Size pub_mark, Size buf_mark,
 	{
 		Size		added = W.buf_len - buf_mark;
 
-		/* a request lies within one segment: the last extent */
-		W.extents[W.nextents - 1].len -= added;
+		/*
+		 * A request lies within one segment, and rotates (if at all) before
+		 * its first frame: its bytes are all pending in the current segment.
+		 */
+		Assert(buf_mark >= W.pend_buf_off);
 		W.write_off -= added;
 		W.buf_len = buf_mark;
 	}
@@ -1553,8 +1525,6 @@ batpak_writer_main(Datum main_arg)
 										ALLOCSET_DEFAULT_SIZES);
 	W.buf_cap = 1024 * 1024;
 	W.buf = MemoryContextAllocHuge(TopMemoryContext, W.buf_cap);
-	W.extents = MemoryContextAlloc(TopMemoryContext, sizeof(WriterExtent) * 4);
-	W.maxextents = 4;
 	W.pubs = MemoryContextAllocHuge(TopMemoryContext, sizeof(WriterPub) * 1024);
 	W.maxpubs = 1024;
 	W.undo = MemoryContextAllocHuge(TopMemoryContext, sizeof(WriterUndo) * 1024);
