@@ -137,11 +137,27 @@ static WriterState W;
 
 static void writer_flush_async(bool force);
 
+/*
+ * Wake every backend that has a request out, so that it looks at its slot
+ * again: after this writer's exit (it is gone), or at a writer's start (the
+ * requests of its predecessor will never be answered).
+ */
+static void
+writer_wake_waiters(void)
+{
+	for (int i = 0; i < BatpakCtl->nslots; i++)
+	{
+		BatpakSlot *slot = &BatpakCtl->slots[i];
+
+		if (pg_atomic_read_u32(&slot->state) != BATPAK_SLOT_IDLE &&
+			slot->latch != NULL)
+			SetLatch(slot->latch);
+	}
+}
+
 static void
 writer_exit_hook(int code, Datum arg)
 {
-	int			i;
-
 	if (BatpakCtl == NULL)
 		return;
 
@@ -156,16 +172,7 @@ writer_exit_hook(int code, Datum arg)
 	LWLockRelease(&BatpakCtl->lock);
 	batpak_set_state(BATPAK_STATE_STOPPED);
 
-	/* wake every waiting backend so that it notices we are gone */
-	for (i = 0; i < BatpakCtl->nslots; i++)
-	{
-		BatpakSlot *slot = &BatpakCtl->slots[i];
-		uint32		state = pg_atomic_read_u32(&slot->state);
-
-		if ((state == BATPAK_SLOT_SUBMITTED || state == BATPAK_SLOT_PROCESSING ||
-			 state == BATPAK_SLOT_ABANDONED) && slot->latch != NULL)
-			SetLatch(slot->latch);
-	}
+	writer_wake_waiters();
 }
 
 static void
@@ -1424,10 +1431,9 @@ writer_recover(void)
 			ereport(LOG,
 					(errmsg("batpak: truncated torn tail of segment %08X.seg at offset " UINT64_FORMAT " (" UINT64_FORMAT " bytes discarded)",
 							segno, cut, (uint64) st.st_size - cut)));
-			if (ftruncate(fd, (off_t) cut) != 0 || pg_fsync(fd) != 0)
-				ereport(ERROR,
-						(errcode_for_file_access(),
-						 errmsg("could not truncate segment %08X.seg: %m", segno)));
+			/* only the newest segment is cut; it is synced below */
+			Assert(newest);
+			writer_truncate(fd, segno, cut);
 			st.st_size = cut;
 		}
 		else if (data_end != (uint64) st.st_size && !newest)
@@ -1492,16 +1498,9 @@ writer_setup_index(void)
 	/*
 	 * Backends still waiting on a request of an earlier writer learn from
 	 * the new incarnation that it is gone: wake them now rather than at
-	 * their timeout.
+	 * their timeout.  (None can have submitted to us yet: we are not ready.)
 	 */
-	for (int i = 0; i < BatpakCtl->nslots; i++)
-	{
-		BatpakSlot *slot = &BatpakCtl->slots[i];
-
-		if (pg_atomic_read_u32(&slot->state) != BATPAK_SLOT_IDLE &&
-			slot->incarnation != W.incarnation && slot->latch != NULL)
-			SetLatch(slot->latch);
-	}
+	writer_wake_waiters();
 }
 
 void
