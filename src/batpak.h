@@ -283,12 +283,6 @@ typedef struct BatpakFrame
 	uint32		body_len;
 } BatpakFrame;
 
-/* Reader of segment files (through per-process mappings, see storage.c) */
-typedef struct BatpakReader
-{
-	int			unused;
-} BatpakReader;
-
 /* Backend-local view of the shared index */
 typedef struct BatpakIndex
 {
@@ -346,10 +340,8 @@ extern int	batpak_frame_decode(const char *frame, Size avail, BatpakFrame *f,
 extern void batpak_report_corrupt(uint32 segno, uint64 offset, const char *why);
 extern void batpak_frame_compute_hash(const BatpakFrame *f, uint8 *out);
 extern void batpak_unmap_all(void);
-extern void batpak_reader_init(BatpakReader *r);
-extern void batpak_reader_close(BatpakReader *r);
-extern void batpak_reader_read(BatpakReader *r, uint64 pos, BatpakFrame *f);
-extern const char *batpak_reader_try_read(BatpakReader *r, uint64 pos, BatpakFrame *f);
+extern void batpak_read_frame(uint64 pos, BatpakFrame *f);
+extern const char *batpak_try_read_frame(uint64 pos, BatpakFrame *f);
 extern void batpak_write_segment_header(int fd, uint32 segno, const uint8 *store_id);
 extern bool batpak_check_segment_header(const char *buf, uint32 segno,
 										uint8 *store_id, const char **why);

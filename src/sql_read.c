@@ -109,7 +109,6 @@ typedef struct BatpakOut
 	ReturnSetInfo *rsinfo;
 	char	   *scratch;
 	Size		scratch_size;
-	BatpakReader reader;
 	BatpakIndex *idx;
 	uint64		frontier;
 } BatpakOut;
@@ -121,7 +120,6 @@ batpak_out_begin(FunctionCallInfo fcinfo, BatpakOut *out)
 	out->rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	out->scratch_size = 8192;
 	out->scratch = palloc(out->scratch_size);
-	batpak_reader_init(&out->reader);
 	out->idx = batpak_read_snapshot(&out->frontier);
 }
 
@@ -148,14 +146,13 @@ batpak_out_seq(BatpakOut *out, uint64 seq)
 {
 	BatpakFrame f;
 
-	batpak_reader_read(&out->reader, batpak_index_seq_pos(out->idx, seq), &f);
+	batpak_read_frame(batpak_index_seq_pos(out->idx, seq), &f);
 	batpak_out_frame(out, &f);
 }
 
 static void
 batpak_out_end(BatpakOut *out)
 {
-	batpak_reader_close(&out->reader);
 	pfree(out->scratch);
 }
 
@@ -196,14 +193,14 @@ batpak_entity_key(text *entity, uint8 *key)
 
 /* Find a visible event by id; true with *f filled when it exists */
 static bool
-batpak_find_event(BatpakIndex *idx, BatpakReader *reader, uint64 frontier,
+batpak_find_event(BatpakIndex *idx, uint64 frontier,
 				  const pg_uuid_t *id, BatpakFrame *f)
 {
 	uint64		seq;
 
 	if (!batpak_seq_from_uuid(id, &seq) || seq > frontier)
 		return false;
-	batpak_reader_read(reader, batpak_index_seq_pos(idx, seq), f);
+	batpak_read_frame(batpak_index_seq_pos(idx, seq), f);
 	return memcmp(f->event_id.data, id->data, sizeof(id->data)) == 0;
 }
 
@@ -211,7 +208,6 @@ Datum
 batpak_get(PG_FUNCTION_ARGS)
 {
 	BatpakIndex *idx;
-	BatpakReader reader;
 	BatpakFrame f;
 	TupleDesc	tupdesc;
 	Datum		values[BATPAK_EVENT_NATTS];
@@ -220,18 +216,13 @@ batpak_get(PG_FUNCTION_ARGS)
 	uint64		frontier;
 
 	idx = batpak_read_snapshot(&frontier);
-	batpak_reader_init(&reader);
-	if (!batpak_find_event(idx, &reader, frontier, PG_GETARG_UUID_P(0), &f))
-	{
-		batpak_reader_close(&reader);
+	if (!batpak_find_event(idx, frontier, PG_GETARG_UUID_P(0), &f))
 		PG_RETURN_NULL();
-	}
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 	tupdesc = BlessTupleDesc(tupdesc);
 	batpak_event_values(&f, values, nulls);
 	tuple = heap_form_tuple(tupdesc, values, nulls);
-	batpak_reader_close(&reader);
 	PG_RETURN_DATUM(HeapTupleGetDatum(tuple));
 }
 
@@ -328,7 +319,7 @@ batpak_read_all(PG_FUNCTION_ARGS)
 		BatpakFrame f;
 
 		CHECK_FOR_INTERRUPTS();
-		batpak_reader_read(&out.reader, batpak_index_seq_pos(out.idx, seq), &f);
+		batpak_read_frame(batpak_index_seq_pos(out.idx, seq), &f);
 		if (!batpak_filter_match(&flt, &f))
 			continue;
 		batpak_out_frame(&out, &f);
@@ -365,7 +356,7 @@ batpak_walk_ancestors(PG_FUNCTION_ARGS)
 	max_depth = batpak_arg_int4_count(fcinfo, 1, "max_depth");
 
 	batpak_out_begin(fcinfo, &out);
-	if (batpak_find_event(out.idx, &out.reader, out.frontier, PG_GETARG_UUID_P(0), &f))
+	if (batpak_find_event(out.idx, out.frontier, PG_GETARG_UUID_P(0), &f))
 	{
 		/* causes always precede their effects, so this terminates */
 		while (depth < max_depth && (f.flags & BATPAK_FLAG_HAS_CAUSATION))
@@ -373,7 +364,7 @@ batpak_walk_ancestors(PG_FUNCTION_ARGS)
 			pg_uuid_t	cause = f.causation_id;
 
 			CHECK_FOR_INTERRUPTS();
-			if (!batpak_find_event(out.idx, &out.reader, out.frontier, &cause, &f))
+			if (!batpak_find_event(out.idx, out.frontier, &cause, &f))
 				break;
 			batpak_out_frame(&out, &f);
 			depth++;
@@ -426,7 +417,7 @@ batpak_read_correlated(PG_FUNCTION_ARGS)
 
 	batpak_out_begin(fcinfo, &out);
 	/* the root: the event whose own id is the correlation id */
-	if (batpak_find_event(out.idx, &out.reader, out.frontier, corr, &f) &&
+	if (batpak_find_event(out.idx, out.frontier, corr, &f) &&
 		memcmp(f.correlation_id.data, corr->data, 16) == 0)
 		root = f.global_seq;
 	seqs = batpak_index_corr_seqs(out.idx, corr, out.frontier, &n);

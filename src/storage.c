@@ -2,8 +2,8 @@
  *
  * storage.c
  *	  The on-disk format: segment headers, frames (CRC32C + BLAKE2b-256 hash
- *	  chain), event ids, and the buffered reader that backends use to pread
- *	  published frames.
+ *	  chain), event ids, and reading published frames through read-only
+ *	  mappings of the segment files.
  *
  * Frames are immutable once the writer has published them, so any process
  * may read them without coordinating with the writer: the index only ever
@@ -440,19 +440,6 @@ batpak_map_segment(uint32 segno, uint64 need_end)
 	return m;
 }
 
-void
-batpak_reader_init(BatpakReader *r)
-{
-	memset(r, 0, sizeof(*r));
-}
-
-void
-batpak_reader_close(BatpakReader *r)
-{
-	/* mappings stay for the next call, see above */
-	batpak_reader_init(r);
-}
-
 /*
  * Decode the frame at pos.  The decoded frame points into the segment's
  * mapping and stays valid until the next read.  Returns NULL, or why the
@@ -460,7 +447,7 @@ batpak_reader_close(BatpakReader *r)
  * corruption).
  */
 const char *
-batpak_reader_try_read(BatpakReader *r, uint64 pos, BatpakFrame *f)
+batpak_try_read_frame(uint64 pos, BatpakFrame *f)
 {
 	uint32		segno = BATPAK_POS_SEGNO(pos);
 	uint64		off = BATPAK_POS_OFFSET(pos);
@@ -484,9 +471,9 @@ batpak_reader_try_read(BatpakReader *r, uint64 pos, BatpakFrame *f)
 }
 
 void
-batpak_reader_read(BatpakReader *r, uint64 pos, BatpakFrame *f)
+batpak_read_frame(uint64 pos, BatpakFrame *f)
 {
-	const char *why = batpak_reader_try_read(r, pos, f);
+	const char *why = batpak_try_read_frame(pos, f);
 
 	if (why != NULL)
 		batpak_report_corrupt(BATPAK_POS_SEGNO(pos), BATPAK_POS_OFFSET(pos), why);

@@ -31,7 +31,7 @@ typedef struct VerifyTarget
 } VerifyTarget;
 
 static void
-verify_one(BatpakIndex *idx, BatpakReader *reader, uint64 frontier,
+verify_one(BatpakIndex *idx, uint64 frontier,
 		   const char *entity, const uint8 *key, Tuplestorestate *ts,
 		   TupleDesc desc)
 {
@@ -54,7 +54,7 @@ verify_one(BatpakIndex *idx, BatpakReader *reader, uint64 frontier,
 
 		CHECK_FOR_INTERRUPTS();
 		first_bad = i + 1;
-		why = batpak_reader_try_read(reader, pos, &f);
+		why = batpak_try_read_frame(pos, &f);
 		if (why != NULL)
 		{
 			detail = psprintf("frame in segment %08X.seg at offset %u: %s",
@@ -104,7 +104,6 @@ batpak_verify_chain(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo;
 	BatpakIndex *idx;
-	BatpakReader reader;
 	uint64		frontier;
 	VerifyTarget *targets;
 	int			ntargets = 0;
@@ -112,7 +111,6 @@ batpak_verify_chain(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	idx = batpak_read_snapshot(&frontier);
-	batpak_reader_init(&reader);
 
 	if (!PG_ARGISNULL(0))
 	{
@@ -160,7 +158,7 @@ batpak_verify_chain(PG_FUNCTION_ARGS)
 		{
 			BatpakFrame f;
 			uint64		pos = batpak_index_seq_pos(idx, firsts[i]);
-			const char *why = batpak_reader_try_read(&reader, pos, &f);
+			const char *why = batpak_try_read_frame(pos, &f);
 
 			if (why != NULL)
 				targets[i].entity = psprintf("(unreadable: segment %08X.seg offset %u: %s)",
@@ -172,8 +170,7 @@ batpak_verify_chain(PG_FUNCTION_ARGS)
 	}
 
 	for (int i = 0; i < ntargets; i++)
-		verify_one(idx, &reader, frontier, targets[i].entity, targets[i].key,
+		verify_one(idx, frontier, targets[i].entity, targets[i].key,
 				   rsinfo->setResult, rsinfo->setDesc);
-	batpak_reader_close(&reader);
 	return (Datum) 0;
 }

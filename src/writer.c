@@ -129,7 +129,6 @@ typedef struct WriterState
 	bool		unsynced;
 	TimestampTz unsynced_since;
 
-	BatpakReader reader;
 	MemoryContext group_cxt;
 } WriterState;
 
@@ -516,7 +515,7 @@ writer_set_error(BatpakRequest *req, int sqlerrcode, const char *detail,
 static void
 writer_read_frame(uint64 seq, BatpakFrame *f)
 {
-	batpak_reader_read(&W.reader, batpak_index_seq_pos(&W.idx, seq), f);
+	batpak_read_frame(batpak_index_seq_pos(&W.idx, seq), f);
 }
 
 /* Receipt of a stored event, read back from its frame */
@@ -1528,7 +1527,6 @@ batpak_writer_main(Datum main_arg)
 	W.maxpubs = 1024;
 	W.undo = MemoryContextAllocHuge(TopMemoryContext, sizeof(WriterUndo) * 1024);
 	W.maxundo = 1024;
-	batpak_reader_init(&W.reader);
 	group = MemoryContextAlloc(TopMemoryContext, sizeof(WriterGroupReq) * BatpakCtl->nslots);
 
 	batpak_set_state(BATPAK_STATE_STARTING);
