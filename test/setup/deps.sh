@@ -33,11 +33,16 @@ PACKAGES+=(${BATPAK_EXTRA_PACKAGES:-})
 check_only=0
 [ "${1:-}" = "--check" ] && check_only=1
 
-missing=()
-for pkg in "${PACKAGES[@]}"; do
-	status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
-	[ "$status" = "installed" ] || missing+=("$pkg")
-done
+# not_installed PKG...: print the given packages that dpkg does not list as installed
+not_installed() {
+	local pkg status
+	for pkg in "$@"; do
+		status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+		[ "$status" = "installed" ] || echo "$pkg"
+	done
+}
+
+mapfile -t missing < <(not_installed "${PACKAGES[@]}")
 
 if [ ${#missing[@]} -eq 0 ]; then
 	echo "deps: all ${#PACKAGES[@]} required packages are installed"
@@ -65,11 +70,7 @@ export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" apt-get update -q
 "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 
-still=()
-for pkg in "${missing[@]}"; do
-	status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
-	[ "$status" = "installed" ] || still+=("$pkg")
-done
+mapfile -t still < <(not_installed "${missing[@]}")
 if [ ${#still[@]} -ne 0 ]; then
 	echo "deps: ERROR: still missing after apt-get install: ${still[*]}" >&2
 	exit 1
