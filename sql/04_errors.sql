@@ -56,6 +56,7 @@ SELECT entity_sequence FROM batpak.append('e-big', 's', 'k', jsonb_build_object(
 SELECT length(payload->>'x') FROM batpak.read_stream('e-big');
 
 -- malformed batches
+SELECT try_detail($$SELECT * FROM batpak.append_batch(array_fill(ROW('e','s','k','{}',NULL,NULL,NULL,NULL,NULL)::batpak.new_event, ARRAY[100001]))$$);
 SELECT try($$SELECT * FROM batpak.append_batch(ARRAY[[ROW('e','s','k','{}',NULL,NULL,NULL,NULL,NULL)::batpak.new_event]])$$);
 
 -- what was written: only the five accepted appends above
