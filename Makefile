@@ -31,9 +31,13 @@ OBJS = \
 	src/submit.o \
 	src/sql_write.o \
 	src/sql_read.o \
-	src/verify.o
+	src/verify.o \
+	src/xact.o
 DATA = batpak--1.0.sql
 PGFILEDESC = "batpak - event store with a background writer"
+
+# PGXS tracks no header dependencies: every object includes batpak.h.
+$(OBJS): src/batpak.h
 
 SHLIB_LINK += -lsodium
 # The PGXS defaults already warn about most of these; stating them keeps the

@@ -12,7 +12,10 @@ CREATE FUNCTION batpak.stats_row(
     OUT visible_sequence bigint, OUT requests bigint, OUT requests_failed bigint,
     OUT events_written bigint, OUT idempotent_hits bigint, OUT groups bigint,
     OUT fsyncs bigint, OUT bytes_written bigint, OUT started_at timestamptz,
-    OUT ready_at timestamptz, OUT failure text)
+    OUT ready_at timestamptz, OUT failure text,
+    OUT pending_transactions bigint, OUT pending_events bigint,
+    OUT transactions_committed bigint, OUT transactions_aborted bigint,
+    OUT events_discarded bigint)
 RETURNS record
 AS 'MODULE_PATHNAME', 'batpak_stats_row'
 LANGUAGE C VOLATILE;

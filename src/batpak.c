@@ -26,6 +26,7 @@ int			batpak_max_event_size_kb = BATPAK_DEFAULT_MAX_EVENT_KB;
 bool		batpak_synchronous_commit = true;
 int			batpak_flush_delay_ms = BATPAK_DEFAULT_FLUSH_DELAY_MS;
 int			batpak_writer_timeout_ms = BATPAK_DEFAULT_WRITER_TIMEOUT_MS;
+bool		batpak_transactional = true;
 bool		batpak_loaded = false;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -107,6 +108,15 @@ batpak_define_gucs(void)
 							PGC_USERSET,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("batpak.transactional",
+							 "Whether appended events become visible with the transaction that appended them.",
+							 "Off: visible to everyone as soon as they are durable, whatever the transaction does.",
+							 &batpak_transactional,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("batpak");
 }

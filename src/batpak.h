@@ -42,10 +42,10 @@
 /* Files */
 #define BATPAK_DIR					"batpak"
 #define BATPAK_SEGMENT_MAGIC		"BATPAKSG"
-#define BATPAK_FORMAT_VERSION		1
+#define BATPAK_FORMAT_VERSION		2
 #define BATPAK_SEGMENT_HEADER_SIZE	64
 #define BATPAK_FRAME_HEADER_SIZE	8	/* body length + CRC32C */
-#define BATPAK_BODY_FIXED_SIZE		92	/* fixed fields before the strings */
+#define BATPAK_BODY_FIXED_SIZE		108 /* fixed fields before the strings */
 #define BATPAK_MAX_SEGMENTS			((uint32) 0xFFFFFF)
 
 /* Frame flags */
@@ -53,7 +53,11 @@
 #define BATPAK_FLAG_BATCH_END		0x0002
 #define BATPAK_FLAG_HAS_CAUSATION	0x0004
 #define BATPAK_FLAG_HAS_METADATA	0x0008
-#define BATPAK_FLAG_KNOWN			0x000F
+#define BATPAK_FLAG_TRANSACTIONAL	0x0010	/* xid and top_xid are set */
+#define BATPAK_FLAG_MARKER_COMMIT	0x0020	/* resolution marker, see writer.c */
+#define BATPAK_FLAG_MARKER_ABORT	0x0040
+#define BATPAK_FLAG_MARKERS			(BATPAK_FLAG_MARKER_COMMIT | BATPAK_FLAG_MARKER_ABORT)
+#define BATPAK_FLAG_KNOWN			0x007F
 
 /*
  * A position is the segment number in the high 32 bits and the byte offset
@@ -61,8 +65,20 @@
  * 1GB, see batpak.segment_size).
  */
 #define BATPAK_POS(segno, off)		(((uint64) (segno) << 32) | (uint64) (off))
-#define BATPAK_POS_SEGNO(pos)		((uint32) ((pos) >> 32))
+#define BATPAK_POS_SEGNO(pos)		((uint32) ((pos) >> 32) & BATPAK_MAX_SEGMENTS)
 #define BATPAK_POS_OFFSET(pos)		((uint32) ((pos) & 0xFFFFFFFF))
+
+/*
+ * The index keeps an event's state in the free top bits of its position
+ * (segment numbers have 24 bits):
+ *	no flag: committed, visible to everyone;
+ *	PENDING: durable, of a transaction that has not ended (or whose end the
+ *		writer has not processed yet): visible only inside that transaction;
+ *	HIDDEN: of a transaction that rolled back; never visible again.
+ */
+#define BATPAK_POS_PENDING			(UINT64CONST(1) << 62)
+#define BATPAK_POS_HIDDEN			(UINT64CONST(1) << 63)
+#define BATPAK_POS_FLAGS			(BATPAK_POS_PENDING | BATPAK_POS_HIDDEN)
 
 /* Sequence -> position map: a directory of fixed-size chunks in the DSA */
 #define BATPAK_SEQCHUNK_BITS		16
@@ -75,6 +91,11 @@
 #define ERRCODE_BATPAK_GATE_DENIED			MAKE_SQLSTATE('B','P','0','0','2')
 #define ERRCODE_BATPAK_WRITER_UNAVAILABLE	MAKE_SQLSTATE('B','P','0','0','3')
 #define ERRCODE_BATPAK_OUTCOME_UNKNOWN		MAKE_SQLSTATE('B','P','0','0','4')
+
+/*
+ * Full transaction ids travel as uint64 (U64FromFullTransactionId); 0 is
+ * "none" (immediate mode).
+ */
 
 /* Writer states, as shown by batpak.stats */
 typedef enum BatpakState
@@ -113,6 +134,15 @@ typedef struct BatpakSlot
 	uint64		request_id;		/* backend-local counter, for sanity checks */
 	Latch	   *latch;			/* the submitting backend's latch */
 	dsa_pointer request;		/* BatpakRequest in the index DSA */
+
+	/*
+	 * Transaction end: the backend stores the commit LSN, then the full
+	 * top-level xid of a transaction that appended (after a barrier), and
+	 * sets the writer's latch; the writer resolves the transaction's events
+	 * and sets resolve_top back to 0.  See xact.c.
+	 */
+	pg_atomic_uint64 resolve_top;
+	uint64		resolve_lsn;
 } BatpakSlot;
 
 /* Counters shown by batpak.stats */
@@ -125,6 +155,9 @@ typedef struct BatpakCounters
 	pg_atomic_uint64 groups;
 	pg_atomic_uint64 fsyncs;
 	pg_atomic_uint64 bytes_written;
+	pg_atomic_uint64 transactions_committed;
+	pg_atomic_uint64 transactions_aborted;	/* incl. rolled-back savepoints */
+	pg_atomic_uint64 events_discarded;
 } BatpakCounters;
 
 typedef struct BatpakControl
@@ -152,6 +185,8 @@ typedef struct BatpakControl
 	BatpakCounters counters;
 	pg_atomic_uint64 index_bytes;
 	pg_atomic_uint64 entities;
+	pg_atomic_uint64 pending_transactions;
+	pg_atomic_uint64 pending_events;
 	pg_atomic_uint64 store_bytes;
 	pg_atomic_uint32 segments;
 
@@ -169,6 +204,10 @@ typedef struct BatpakStream
 	uint8		key[BATPAK_KEY_LEN];	/* BLAKE2b-128 of the entity */
 	uint64		last_seq;		/* entity sequence of the last event */
 	uint8		last_hash[BATPAK_HASH_LEN];
+	uint64		committed_seq;	/* entity sequence of the last committed one */
+	uint64		pending_top;	/* transaction of the events after it, or 0 */
+	uint64		pending_xid;	/* (sub)xid of the first of them: the one an
+								 * appender of another transaction waits for */
 	uint64		capacity;
 	dsa_pointer seqs;			/* uint64 global sequences, [entity_seq - 1] */
 } BatpakStream;
@@ -223,12 +262,20 @@ typedef struct BatpakReceipt
 
 #define BATPAK_REPLY_OK			0
 #define BATPAK_REPLY_ERROR		1
+#define BATPAK_REPLY_WAIT		2	/* wait for wait_xid to end, resubmit */
 
 typedef struct BatpakRequest
 {
 	uint32		nevents;
 	bool		batch;
 	bool		synchronous;	/* wait for fdatasync */
+	uint64		top_xid;		/* transactional: full top-level xid, else 0 */
+	uint64		xid;			/* transactional: full xid of the subtransaction */
+	uint64		requester_top;	/* the caller's top-level xid, even in
+								 * immediate mode (0 if it has none) */
+	uint64		xid_lsn;		/* WAL that must be flushed before the frames
+								 * are written (see xact.c), or 0 */
+	TransactionId wait_xid;		/* reply WAIT: the transaction to wait for */
 	Size		total_size;
 	Size		receipts_off;	/* offset of BatpakReceipt[nevents] */
 	/* reply */
@@ -265,6 +312,8 @@ typedef struct BatpakFrame
 	pg_uuid_t	causation_id;
 	TimestampTz committed_at;
 	uint32		flags;
+	uint64		xid;			/* full xids, 0 in immediate mode */
+	uint64		top_xid;
 	const char *entity;
 	const char *scope;
 	const char *kind;
@@ -301,6 +350,7 @@ extern int	batpak_max_event_size_kb;
 extern bool batpak_synchronous_commit;
 extern int	batpak_flush_delay_ms;
 extern int	batpak_writer_timeout_ms;
+extern bool batpak_transactional;
 extern bool batpak_loaded;
 
 /* shmem.c */
@@ -309,7 +359,9 @@ extern void batpak_shmem_request(void);
 extern void batpak_shmem_startup(void);
 extern void batpak_check_loaded(void);
 extern BatpakIndex *batpak_attach_index(bool require_ready);
-extern BatpakIndex *batpak_read_snapshot(uint64 *frontier);
+extern BatpakIndex *batpak_read_snapshot(uint64 *frontier, uint64 *published);
+extern bool batpak_visible_frame(BatpakIndex *idx, uint64 seq, BatpakFrame *f);
+extern uint64 batpak_visible_stream_count(BatpakIndex *idx, const uint8 *key);
 extern const char *batpak_state_name(BatpakState state);
 extern void batpak_report_failed(void);
 extern void batpak_dshash_params(int which, dshash_parameters *params);
@@ -331,7 +383,11 @@ extern void batpak_frame_build(char *dst, const BatpakEventReq *ev,
 							   const pg_uuid_t *event_id,
 							   const pg_uuid_t *correlation_id,
 							   TimestampTz committed_at, uint32 flags,
+							   uint64 xid, uint64 top_xid,
 							   const uint8 *prev_hash, uint8 *event_hash_out);
+#define BATPAK_MARKER_SIZE	(BATPAK_FRAME_HEADER_SIZE + BATPAK_BODY_FIXED_SIZE + 2 * BATPAK_HASH_LEN)
+extern void batpak_marker_build(char *dst, uint32 flags, uint64 xid,
+								uint64 top_xid);
 #define BATPAK_DECODE_OK			0
 #define BATPAK_DECODE_INCOMPLETE	1	/* runs past the bytes available */
 #define BATPAK_DECODE_CORRUPT		2
@@ -353,26 +409,47 @@ extern uint64 batpak_index_seq_pos(BatpakIndex *idx, uint64 seq);
 extern void batpak_index_set_seq_pos(BatpakIndex *idx, uint64 seq, uint64 pos);
 extern void batpak_index_add_stream_event(BatpakIndex *idx, const uint8 *key,
 										  uint64 entity_seq, uint64 global_seq,
-										  const uint8 *event_hash);
+										  const uint8 *event_hash,
+										  uint64 pending_top, uint64 xid);
+
+/* A stream's head and state, copied out of the index */
+typedef struct BatpakStreamHead
+{
+	uint64		last_seq;
+	uint8		last_hash[BATPAK_HASH_LEN];
+	uint64		committed_seq;
+	uint64		pending_top;
+	uint64		pending_xid;
+} BatpakStreamHead;
+
 extern bool batpak_index_stream_head(BatpakIndex *idx, const uint8 *key,
-									 uint64 *last_seq, uint8 *last_hash);
+									 BatpakStreamHead *head);
+extern void batpak_index_stream_commit(BatpakIndex *idx, const uint8 *key);
+extern void batpak_index_stream_truncate(BatpakIndex *idx, const uint8 *key,
+										 uint64 last_seq, const uint8 *last_hash);
 extern uint64 *batpak_index_stream_seqs(BatpakIndex *idx, const uint8 *key,
 										uint64 after, uint64 max_count,
-										uint64 frontier, int *count);
-extern uint64 batpak_index_stream_version(BatpakIndex *idx, const uint8 *key,
-										  uint64 frontier);
+										BatpakStreamHead *head, int *count);
 extern void batpak_index_add_idem(BatpakIndex *idx, const uint8 *key, uint64 seq);
 extern bool batpak_index_find_idem(BatpakIndex *idx, const uint8 *key, uint64 *seq);
+extern void batpak_index_remove_idem(BatpakIndex *idx, const uint8 *key, uint64 seq);
 extern void batpak_index_add_corr(BatpakIndex *idx, const pg_uuid_t *corr,
 								  uint64 seq);
 extern uint64 *batpak_index_corr_seqs(BatpakIndex *idx, const pg_uuid_t *corr,
-									  uint64 frontier, int *count);
+									  int *count);
 
 /* submit.c */
 extern BatpakRequest *batpak_request_create(uint32 nevents, Size events_size);
 extern void batpak_release_request_buffer(void);
 extern void batpak_request_done(void);
 extern BatpakRequest *batpak_submit_and_wait(BatpakRequest *req);
+extern bool batpak_writer_unanswered;
+
+/* xact.c */
+extern void batpak_xact_prepare_request(BatpakRequest *req);
+extern void batpak_xact_wait(TransactionId xid);
+extern bool batpak_frame_is_mine(const BatpakFrame *f);
+extern uint64 batpak_my_top_xid(void);
 
 /* writer.c */
 extern PGDLLEXPORT void batpak_writer_main(Datum main_arg);

@@ -7,12 +7,20 @@
  *	  sequence, correlation id -> global sequences.
  *
  * Only the writer modifies the index, and it adds an event's entries before
- * it moves the visible frontier past the event (with a write barrier in
- * between, see writer.c).  Readers read the frontier first and ignore every
- * entry beyond it, so they never see half-published events.  The growable
+ * it moves the frontiers past the event (with a write barrier in between,
+ * see writer.c).  Readers read the frontiers first and ignore every entry
+ * beyond them, so they never see half-published events.  The growable
  * arrays (a stream's or a correlation's sequences) are only replaced while
  * the writer holds the dshash entry exclusively, and readers copy what they
  * need while holding it shared, so a reader never touches a freed array.
+ *
+ * Transactions (see writer.c and xact.c): an event of a transaction that has
+ * not ended is entered with BATPAK_POS_PENDING in its position and sits at
+ * the end of its stream, after committed_seq.  At commit the flag is cleared
+ * and committed_seq moves to the end; at rollback the position gets
+ * BATPAK_POS_HIDDEN and the stream is cut back, so that the entity sequence
+ * is used again.  Positions are 64-bit atomics, so a reader sees a flag
+ * change whole.
  *
  * The event id needs no table: it encodes its global sequence (storage.c).
  *
@@ -101,20 +109,20 @@ uint64
 batpak_index_seq_pos(BatpakIndex *idx, uint64 seq)
 {
 	dsa_pointer chunk;
-	uint64	   *positions;
+	pg_atomic_uint64 *positions;
 
 	if ((seq >> BATPAK_SEQCHUNK_BITS) >= BATPAK_SEQDIR_SIZE ||
 		!DsaPointerIsValid(chunk = idx->seqdir[seq >> BATPAK_SEQCHUNK_BITS]))
 		elog(ERROR, "batpak index has no position for global sequence " UINT64_FORMAT, seq);
 	positions = dsa_get_address(idx->area, chunk);
-	return positions[seq & (BATPAK_SEQCHUNK_SIZE - 1)];
+	return pg_atomic_read_u64(&positions[seq & (BATPAK_SEQCHUNK_SIZE - 1)]);
 }
 
 void
 batpak_index_set_seq_pos(BatpakIndex *idx, uint64 seq, uint64 pos)
 {
 	uint64		slot = seq >> BATPAK_SEQCHUNK_BITS;
-	uint64	   *positions;
+	pg_atomic_uint64 *positions;
 
 	if (slot >= BATPAK_SEQDIR_SIZE)
 		ereport(ERROR,
@@ -124,13 +132,16 @@ batpak_index_set_seq_pos(BatpakIndex *idx, uint64 seq, uint64 pos)
 	if (!DsaPointerIsValid(idx->seqdir[slot]))
 	{
 		dsa_pointer chunk = batpak_index_alloc(idx->area,
-											   sizeof(uint64) * BATPAK_SEQCHUNK_SIZE);
+											   sizeof(pg_atomic_uint64) * BATPAK_SEQCHUNK_SIZE);
 
+		positions = dsa_get_address(idx->area, chunk);
+		for (int i = 0; i < BATPAK_SEQCHUNK_SIZE; i++)
+			pg_atomic_init_u64(&positions[i], BATPAK_POS_HIDDEN);
 		/* readers only look at it once the frontier passes, see header */
 		idx->seqdir[slot] = chunk;
 	}
 	positions = dsa_get_address(idx->area, idx->seqdir[slot]);
-	positions[seq & (BATPAK_SEQCHUNK_SIZE - 1)] = pos;
+	pg_atomic_write_u64(&positions[seq & (BATPAK_SEQCHUNK_SIZE - 1)], pos);
 }
 
 /* Append value to a growable uint64 list, doubling its capacity */
@@ -185,31 +196,15 @@ batpak_list_copy_failed(uint64 n, const uint64 *copy)
 				 errmsg("out of memory copying " UINT64_FORMAT " index entries", n)));
 }
 
-/* Number of leading items not beyond frontier (items ascend) */
-static uint64
-batpak_list_visible(const uint64 *items, uint64 count, uint64 frontier)
-{
-	uint64		lo = 0,
-				hi = count;
-
-	if (count == 0 || items[count - 1] <= frontier)
-		return count;
-	while (lo < hi)
-	{
-		uint64		mid = lo + (hi - lo) / 2;
-
-		if (items[mid] <= frontier)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
+/*
+ * Add an event at the end of its stream: committed (pending_top 0) or
+ * pending in transaction pending_top, whose (sub)transaction is xid.
+ */
 void
 batpak_index_add_stream_event(BatpakIndex *idx, const uint8 *key,
 							  uint64 entity_seq, uint64 global_seq,
-							  const uint8 *event_hash)
+							  const uint8 *event_hash,
+							  uint64 pending_top, uint64 xid)
 {
 	BatpakStream *s;
 	bool		found;
@@ -218,90 +213,140 @@ batpak_index_add_stream_event(BatpakIndex *idx, const uint8 *key,
 	if (!found)
 	{
 		s->last_seq = 0;
+		s->committed_seq = 0;
+		s->pending_top = 0;
+		s->pending_xid = 0;
 		s->capacity = 0;
 		s->seqs = InvalidDsaPointer;
 		pg_atomic_fetch_add_u64(&BatpakCtl->entities, 1);
 		batpak_index_count_entry(sizeof(BatpakStream));
 	}
-	if (entity_seq != s->last_seq + 1)
+	if (entity_seq != s->last_seq + 1 ||
+		(s->pending_top != 0 && s->pending_top != pending_top))
 	{
 		uint64		last = s->last_seq;
+		uint64		holder = s->pending_top;
 
 		dshash_release_lock(idx->streams, s);
-		elog(ERROR, "batpak index: entity sequence " UINT64_FORMAT " after " UINT64_FORMAT,
-			 entity_seq, last);
+		elog(ERROR, "batpak index: entity sequence " UINT64_FORMAT " after " UINT64_FORMAT " (pending transaction " UINT64_FORMAT ", new " UINT64_FORMAT ")",
+			 entity_seq, last, holder, pending_top);
 	}
 	batpak_list_append(idx->area, &s->seqs, &s->capacity, s->last_seq, global_seq);
 	s->last_seq = entity_seq;
 	memcpy(s->last_hash, event_hash, BATPAK_HASH_LEN);
+	if (pending_top == 0)
+		s->committed_seq = entity_seq;
+	else if (s->pending_top == 0)
+	{
+		s->pending_top = pending_top;
+		s->pending_xid = xid;
+	}
 	dshash_release_lock(idx->streams, s);
 }
 
+static void
+batpak_stream_copy_head(const BatpakStream *s, BatpakStreamHead *head)
+{
+	head->last_seq = s->last_seq;
+	memcpy(head->last_hash, s->last_hash, BATPAK_HASH_LEN);
+	head->committed_seq = s->committed_seq;
+	head->pending_top = s->pending_top;
+	head->pending_xid = s->pending_xid;
+}
+
 /*
- * Head of a stream as the writer knows it (published events, including any
- * beyond the visible frontier).  Returns false for an unknown entity.
+ * Head of a stream as the writer knows it (published events, pending ones
+ * included).  Returns false for an unknown entity.
  */
 bool
 batpak_index_stream_head(BatpakIndex *idx, const uint8 *key,
-						 uint64 *last_seq, uint8 *last_hash)
+						 BatpakStreamHead *head)
 {
 	BatpakStream *s = dshash_find(idx->streams, key, false);
 
 	if (s == NULL)
 		return false;
-	*last_seq = s->last_seq;
-	memcpy(last_hash, s->last_hash, BATPAK_HASH_LEN);
+	batpak_stream_copy_head(s, head);
 	dshash_release_lock(idx->streams, s);
 	return true;
 }
 
+/* The stream's pending events committed (writer only) */
+void
+batpak_index_stream_commit(BatpakIndex *idx, const uint8 *key)
+{
+	BatpakStream *s = dshash_find(idx->streams, key, true);
+
+	if (s == NULL)
+		elog(ERROR, "batpak index: committing an unknown stream");
+	s->committed_seq = s->last_seq;
+	s->pending_top = 0;
+	s->pending_xid = 0;
+	dshash_release_lock(idx->streams, s);
+}
+
 /*
- * Global sequences of the entity's visible events with entity sequence
- * greater than 'after', at most max_count of them, in a palloc'd array.
+ * Cut the stream's pending events back to last_seq, whose hash is
+ * last_hash (writer only): a rolled-back event's sequence is used again.
+ * Only pending events can go.
+ */
+void
+batpak_index_stream_truncate(BatpakIndex *idx, const uint8 *key,
+							 uint64 last_seq, const uint8 *last_hash)
+{
+	BatpakStream *s = dshash_find(idx->streams, key, true);
+	uint64		committed;
+
+	if (s == NULL)
+		elog(ERROR, "batpak index: discarding events of an unknown stream");
+	if (last_seq < s->committed_seq || last_seq >= s->last_seq)
+	{
+		committed = s->committed_seq;
+		dshash_release_lock(idx->streams, s);
+		elog(ERROR, "batpak index: cannot cut a stream back to " UINT64_FORMAT " (committed " UINT64_FORMAT ")",
+			 last_seq, committed);
+	}
+	s->last_seq = last_seq;
+	memcpy(s->last_hash, last_hash, BATPAK_HASH_LEN);
+	if (last_seq == s->committed_seq)
+	{
+		s->pending_top = 0;
+		s->pending_xid = 0;
+	}
+	dshash_release_lock(idx->streams, s);
+}
+
+/*
+ * Global sequences of the entity's events (committed and pending) with
+ * entity sequence greater than 'after', at most max_count of them, in a
+ * palloc'd array, and the stream's head at that moment.  The caller decides
+ * what it may see: the first head->committed_seq events are committed.
  */
 uint64 *
 batpak_index_stream_seqs(BatpakIndex *idx, const uint8 *key, uint64 after,
-						 uint64 max_count, uint64 frontier, int *count)
+						 uint64 max_count, BatpakStreamHead *head, int *count)
 {
 	BatpakStream *s = dshash_find(idx->streams, key, false);
 	uint64	   *result = NULL;
-	uint64		visible;
 	uint64		n = 0;
 
 	*count = 0;
+	memset(head, 0, sizeof(*head));
 	if (s == NULL)
 		return NULL;
-	if (s->last_seq > 0)
+	batpak_stream_copy_head(s, head);
+	if (s->last_seq > after)
 	{
 		uint64	   *items = dsa_get_address(idx->area, s->seqs);
 
-		visible = batpak_list_visible(items, s->last_seq, frontier);
-		if (visible > after)
-		{
-			n = Min(visible - after, max_count);
-			n = Min(n, (uint64) (MaxAllocHugeSize / sizeof(uint64)));
-			result = batpak_list_copy(items + after, n);
-		}
+		n = Min(s->last_seq - after, max_count);
+		n = Min(n, (uint64) (MaxAllocHugeSize / sizeof(uint64)));
+		result = batpak_list_copy(items + after, n);
 	}
 	dshash_release_lock(idx->streams, s);
 	batpak_list_copy_failed(n, result);
 	*count = (int) n;
 	return result;
-}
-
-uint64
-batpak_index_stream_version(BatpakIndex *idx, const uint8 *key, uint64 frontier)
-{
-	BatpakStream *s = dshash_find(idx->streams, key, false);
-	uint64		version = 0;
-
-	if (s == NULL)
-		return 0;
-	if (s->last_seq > 0)
-		version = batpak_list_visible(dsa_get_address(idx->area, s->seqs),
-									  s->last_seq, frontier);
-	dshash_release_lock(idx->streams, s);
-	return version;
 }
 
 void
@@ -315,6 +360,24 @@ batpak_index_add_idem(BatpakIndex *idx, const uint8 *key, uint64 seq)
 		batpak_index_count_entry(sizeof(BatpakIdemEntry));
 	e->seq = seq;
 	dshash_release_lock(idx->idem, e);
+}
+
+/* Forget a rolled-back event's key, if it still names that event */
+void
+batpak_index_remove_idem(BatpakIndex *idx, const uint8 *key, uint64 seq)
+{
+	BatpakIdemEntry *e = dshash_find(idx->idem, key, true);
+
+	if (e == NULL)
+		return;
+	if (e->seq == seq)
+	{
+		dshash_delete_entry(idx->idem, e);
+		pg_atomic_fetch_sub_u64(&BatpakCtl->index_bytes,
+								MAXALIGN(sizeof(BatpakIdemEntry)) + BATPAK_DSHASH_OVERHEAD);
+	}
+	else
+		dshash_release_lock(idx->idem, e);
 }
 
 bool
@@ -352,9 +415,12 @@ batpak_index_add_corr(BatpakIndex *idx, const pg_uuid_t *corr, uint64 seq)
 	dshash_release_lock(idx->corr, e);
 }
 
+/*
+ * Every event entered under the correlation, rolled back and pending ones
+ * included: the caller checks each one's state.
+ */
 uint64 *
-batpak_index_corr_seqs(BatpakIndex *idx, const pg_uuid_t *corr, uint64 frontier,
-					   int *count)
+batpak_index_corr_seqs(BatpakIndex *idx, const pg_uuid_t *corr, int *count)
 {
 	BatpakCorrEntry *e = dshash_find(idx->corr, corr, false);
 	uint64	   *result = NULL;
@@ -363,8 +429,7 @@ batpak_index_corr_seqs(BatpakIndex *idx, const pg_uuid_t *corr, uint64 frontier,
 	*count = 0;
 	if (e == NULL)
 		return NULL;
-	n = batpak_list_visible(dsa_get_address(idx->area, e->seqs), e->count, frontier);
-	n = Min(n, (uint64) (MaxAllocHugeSize / sizeof(uint64)));
+	n = Min(e->count, (uint64) (MaxAllocHugeSize / sizeof(uint64)));
 	if (n > 0)
 		result = batpak_list_copy(dsa_get_address(idx->area, e->seqs), n);
 	dshash_release_lock(idx->corr, e);

@@ -79,6 +79,11 @@ batpak_shmem_startup(void)
 		pg_atomic_init_u64(&BatpakCtl->counters.groups, 0);
 		pg_atomic_init_u64(&BatpakCtl->counters.fsyncs, 0);
 		pg_atomic_init_u64(&BatpakCtl->counters.bytes_written, 0);
+		pg_atomic_init_u64(&BatpakCtl->counters.transactions_committed, 0);
+		pg_atomic_init_u64(&BatpakCtl->counters.transactions_aborted, 0);
+		pg_atomic_init_u64(&BatpakCtl->counters.events_discarded, 0);
+		pg_atomic_init_u64(&BatpakCtl->pending_transactions, 0);
+		pg_atomic_init_u64(&BatpakCtl->pending_events, 0);
 		pg_atomic_init_u64(&BatpakCtl->index_bytes, 0);
 		pg_atomic_init_u64(&BatpakCtl->entities, 0);
 		pg_atomic_init_u64(&BatpakCtl->store_bytes, 0);
@@ -88,6 +93,7 @@ batpak_shmem_startup(void)
 		{
 			pg_atomic_init_u32(&BatpakCtl->slots[i].state, BATPAK_SLOT_IDLE);
 			BatpakCtl->slots[i].request = InvalidDsaPointer;
+			pg_atomic_init_u64(&BatpakCtl->slots[i].resolve_top, 0);
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -309,20 +315,24 @@ batpak_attach_index(bool require_ready)
 }
 
 /*
- * The index and the visible frontier to read with, consistent with each
- * other: the frontier is global, the index belongs to one writer
- * incarnation.  A new writer bumps the incarnation before it touches the
- * frontier, so a frontier read before an unchanged incarnation (with a
- * barrier between) was set by the writer of the index we hold.
+ * The index and the frontiers to read with, consistent with each other:
+ * the frontiers are global, the index belongs to one writer incarnation.  A
+ * new writer bumps the incarnation before it touches the frontiers, so
+ * frontiers read before an unchanged incarnation (with a barrier between)
+ * were set by the writer of the index we hold.  *frontier is the visible
+ * frontier (read_all's limit), *published the last global sequence entered
+ * in the index (pending and rolled-back events included).
  */
 BatpakIndex *
-batpak_read_snapshot(uint64 *frontier)
+batpak_read_snapshot(uint64 *frontier, uint64 *published)
 {
 	for (;;)
 	{
 		BatpakIndex *idx = batpak_attach_index(true);
 
 		*frontier = pg_atomic_read_u64(&BatpakCtl->visible_seq);
+		if (published != NULL)
+			*published = pg_atomic_read_u64(&BatpakCtl->written_seq);
 		pg_read_barrier();
 		if (pg_atomic_read_u32(&BatpakCtl->incarnation) == idx->incarnation)
 			return idx;

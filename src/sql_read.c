@@ -110,7 +110,8 @@ typedef struct BatpakOut
 	char	   *scratch;
 	Size		scratch_size;
 	BatpakIndex *idx;
-	uint64		frontier;
+	uint64		frontier;		/* visible frontier: read_all's limit */
+	uint64		published;		/* last sequence in the index */
 } BatpakOut;
 
 static void
@@ -120,7 +121,7 @@ batpak_out_begin(FunctionCallInfo fcinfo, BatpakOut *out)
 	out->rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	out->scratch_size = 8192;
 	out->scratch = palloc(out->scratch_size);
-	out->idx = batpak_read_snapshot(&out->frontier);
+	out->idx = batpak_read_snapshot(&out->frontier, &out->published);
 }
 
 static void
@@ -141,13 +142,16 @@ batpak_out_frame(BatpakOut *out, const BatpakFrame *f)
 	tuplestore_putvalues(out->rsinfo->setResult, out->rsinfo->setDesc, values, nulls);
 }
 
-static void
+/* Emit the event at seq if this session may see it; false if not */
+static bool
 batpak_out_seq(BatpakOut *out, uint64 seq)
 {
 	BatpakFrame f;
 
-	batpak_read_frame(batpak_index_seq_pos(out->idx, seq), &f);
+	if (seq > out->published || !batpak_visible_frame(out->idx, seq, &f))
+		return false;
 	batpak_out_frame(out, &f);
+	return true;
 }
 
 static void
@@ -191,16 +195,69 @@ batpak_entity_key(text *entity, uint8 *key)
 	batpak_hash_key(VARDATA_ANY(entity), VARSIZE_ANY_EXHDR(entity), key);
 }
 
+/*
+ * May this session see the published event at seq?  Committed events are
+ * visible to all, pending ones only inside their own transaction, rolled-
+ * back ones to nobody.  Reads the frame into *f.
+ */
+bool
+batpak_visible_frame(BatpakIndex *idx, uint64 seq, BatpakFrame *f)
+{
+	uint64		pos = batpak_index_seq_pos(idx, seq);
+
+	if (pos & BATPAK_POS_HIDDEN)
+		return false;
+	batpak_read_frame(pos, f);
+	if (pos & BATPAK_POS_PENDING)
+		return batpak_frame_is_mine(f);
+	return true;
+}
+
+/*
+ * Number of the entity's events this session sees: the committed ones,
+ * plus, inside the transaction that holds the rest, its own pending ones
+ * (they are the end of the stream).
+ */
+uint64
+batpak_visible_stream_count(BatpakIndex *idx, const uint8 *key)
+{
+	BatpakStreamHead head;
+	uint64		my_top = batpak_my_top_xid();
+	uint64	   *seqs;
+	uint64		count;
+	int			n;
+
+	if (!batpak_index_stream_head(idx, key, &head))
+		return 0;
+	count = head.committed_seq;
+	if (my_top == 0 || head.pending_top != my_top)
+		return count;
+	/* our own transaction holds the stream: nobody else changes it now */
+	seqs = batpak_index_stream_seqs(idx, key, head.committed_seq, PG_UINT64_MAX,
+									&head, &n);
+	for (int i = 0; i < n; i++)
+	{
+		BatpakFrame f;
+
+		if (!batpak_visible_frame(idx, seqs[i], &f))
+			break;
+		count++;
+	}
+	if (seqs)
+		pfree(seqs);
+	return count;
+}
+
 /* Find a visible event by id; true with *f filled when it exists */
 static bool
-batpak_find_event(BatpakIndex *idx, uint64 frontier,
+batpak_find_event(BatpakIndex *idx, uint64 published,
 				  const pg_uuid_t *id, BatpakFrame *f)
 {
 	uint64		seq;
 
-	if (!batpak_seq_from_uuid(id, &seq) || seq > frontier)
+	if (!batpak_seq_from_uuid(id, &seq) || seq > published ||
+		!batpak_visible_frame(idx, seq, f))
 		return false;
-	batpak_read_frame(batpak_index_seq_pos(idx, seq), f);
 	return memcmp(f->event_id.data, id->data, sizeof(id->data)) == 0;
 }
 
@@ -214,9 +271,10 @@ batpak_get(PG_FUNCTION_ARGS)
 	bool		nulls[BATPAK_EVENT_NATTS];
 	HeapTuple	tuple;
 	uint64		frontier;
+	uint64		published;
 
-	idx = batpak_read_snapshot(&frontier);
-	if (!batpak_find_event(idx, frontier, PG_GETARG_UUID_P(0), &f))
+	idx = batpak_read_snapshot(&frontier, &published);
+	if (!batpak_find_event(idx, published, PG_GETARG_UUID_P(0), &f))
 		PG_RETURN_NULL();
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
@@ -235,6 +293,7 @@ batpak_read_stream(PG_FUNCTION_ARGS)
 	uint64		max_count;
 	uint64	   *seqs;
 	int			n;
+	BatpakStreamHead head;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -245,11 +304,21 @@ batpak_read_stream(PG_FUNCTION_ARGS)
 	max_count = batpak_arg_int4_count(fcinfo, 2, "max_count");
 
 	batpak_out_begin(fcinfo, &out);
-	seqs = batpak_index_stream_seqs(out.idx, key, after, max_count, out.frontier, &n);
+	seqs = batpak_index_stream_seqs(out.idx, key, after, max_count, &head, &n);
 	for (int i = 0; i < n; i++)
 	{
 		CHECK_FOR_INTERRUPTS();
-		batpak_out_seq(&out, seqs[i]);
+
+		/*
+		 * The committed events come first; of the pending ones after them
+		 * only our own transaction's are visible, and only up to the first
+		 * that is not (a stream stays dense).
+		 */
+		if (after + i + 1 > head.committed_seq &&
+			(head.pending_top == 0 || head.pending_top != batpak_my_top_xid()))
+			break;
+		if (!batpak_out_seq(&out, seqs[i]))
+			break;
 	}
 	batpak_out_end(&out);
 	return (Datum) 0;
@@ -318,8 +387,14 @@ batpak_read_all(PG_FUNCTION_ARGS)
 	{
 		BatpakFrame f;
 
+		uint64		pos;
+
 		CHECK_FOR_INTERRUPTS();
-		batpak_read_frame(batpak_index_seq_pos(out.idx, seq), &f);
+		/* below the frontier nothing is pending: rolled back, or visible */
+		pos = batpak_index_seq_pos(out.idx, seq);
+		if (pos & BATPAK_POS_HIDDEN)
+			continue;
+		batpak_read_frame(pos, &f);
 		if (!batpak_filter_match(&flt, &f))
 			continue;
 		batpak_out_frame(&out, &f);
@@ -337,8 +412,8 @@ batpak_stream_version(PG_FUNCTION_ARGS)
 	uint64		frontier;
 
 	batpak_entity_key(PG_GETARG_TEXT_PP(0), key);
-	idx = batpak_read_snapshot(&frontier);
-	PG_RETURN_INT64((int64) batpak_index_stream_version(idx, key, frontier));
+	idx = batpak_read_snapshot(&frontier, NULL);
+	PG_RETURN_INT64((int64) batpak_visible_stream_count(idx, key));
 }
 
 Datum
@@ -356,7 +431,7 @@ batpak_walk_ancestors(PG_FUNCTION_ARGS)
 	max_depth = batpak_arg_int4_count(fcinfo, 1, "max_depth");
 
 	batpak_out_begin(fcinfo, &out);
-	if (batpak_find_event(out.idx, out.frontier, PG_GETARG_UUID_P(0), &f))
+	if (batpak_find_event(out.idx, out.published, PG_GETARG_UUID_P(0), &f))
 	{
 		/* causes always precede their effects, so this terminates */
 		while (depth < max_depth && (f.flags & BATPAK_FLAG_HAS_CAUSATION))
@@ -364,7 +439,7 @@ batpak_walk_ancestors(PG_FUNCTION_ARGS)
 			pg_uuid_t	cause = f.causation_id;
 
 			CHECK_FOR_INTERRUPTS();
-			if (!batpak_find_event(out.idx, out.frontier, &cause, &f))
+			if (!batpak_find_event(out.idx, out.published, &cause, &f))
 				break;
 			batpak_out_frame(&out, &f);
 			depth++;
@@ -417,10 +492,10 @@ batpak_read_correlated(PG_FUNCTION_ARGS)
 
 	batpak_out_begin(fcinfo, &out);
 	/* the root: the event whose own id is the correlation id */
-	if (batpak_find_event(out.idx, out.frontier, corr, &f) &&
+	if (batpak_find_event(out.idx, out.published, corr, &f) &&
 		memcmp(f.correlation_id.data, corr->data, 16) == 0)
 		root = f.global_seq;
-	seqs = batpak_index_corr_seqs(out.idx, corr, out.frontier, &n);
+	seqs = batpak_index_corr_seqs(out.idx, corr, &n);
 	all = palloc(sizeof(uint64) * (n + 1));
 	if (n > 0)
 		memcpy(all, seqs, sizeof(uint64) * n);
@@ -430,7 +505,7 @@ batpak_read_correlated(PG_FUNCTION_ARGS)
 	for (int i = 0; i < n; i++)
 	{
 		CHECK_FOR_INTERRUPTS();
-		batpak_out_seq(&out, all[i]);
+		(void) batpak_out_seq(&out, all[i]);
 	}
 	batpak_out_end(&out);
 	return (Datum) 0;
@@ -440,8 +515,8 @@ Datum
 batpak_stats_row(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[21];
-	bool		nulls[21];
+	Datum		values[26];
+	bool		nulls[26];
 	uint32		state;
 	uint64		visible;
 	char		failure[sizeof(BatpakCtl->failure)];
@@ -516,6 +591,11 @@ batpak_stats_row(PG_FUNCTION_ARGS)
 		values[i++] = CStringGetTextDatum(failure);
 	else
 		nulls[i++] = true;
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&BatpakCtl->pending_transactions));
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&BatpakCtl->pending_events));
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->transactions_committed));
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->transactions_aborted));
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->events_discarded));
 	Assert(i == lengthof(values));
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));

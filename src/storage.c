@@ -181,6 +181,7 @@ batpak_frame_build(char *dst, const BatpakEventReq *ev,
 				   uint64 global_seq, uint64 entity_seq,
 				   const pg_uuid_t *event_id, const pg_uuid_t *correlation_id,
 				   TimestampTz committed_at, uint32 flags,
+				   uint64 xid, uint64 top_xid,
 				   const uint8 *prev_hash, uint8 *event_hash_out)
 {
 	Size		frame_len = batpak_frame_size(ev);
@@ -195,6 +196,8 @@ batpak_frame_build(char *dst, const BatpakEventReq *ev,
 		flags |= BATPAK_FLAG_HAS_CAUSATION;
 	if (ev->has_metadata)
 		flags |= BATPAK_FLAG_HAS_METADATA;
+	if (xid != 0)
+		flags |= BATPAK_FLAG_TRANSACTIONAL;
 
 	put_u64(body, global_seq);
 	put_u64(body + 8, entity_seq);
@@ -212,6 +215,8 @@ batpak_frame_build(char *dst, const BatpakEventReq *ev,
 	put_u16(body + 82, ev->idem_len);
 	put_u32(body + 84, ev->payload_len);
 	put_u32(body + 88, ev->metadata_len);
+	put_u64(body + 92, xid);
+	put_u64(body + 100, top_xid);
 	/* the request keeps the strings in frame order already */
 	p = body + BATPAK_BODY_FIXED_SIZE;
 	memcpy(p, ev->data, strings);
@@ -220,6 +225,30 @@ batpak_frame_build(char *dst, const BatpakEventReq *ev,
 	batpak_hash_body(prev_hash, body, p - body, event_hash_out);
 	memcpy(p + BATPAK_HASH_LEN, event_hash_out, BATPAK_HASH_LEN);
 
+	INIT_CRC32C(crc);
+	COMP_CRC32C(crc, body, body_len);
+	FIN_CRC32C(crc);
+	put_u32(dst, body_len);
+	put_u32(dst + 4, crc);
+}
+
+/*
+ * Write a resolution marker (see writer.c): a frame without event fields
+ * that records the end of a transaction's pending events.  COMMIT names the
+ * top-level transaction; ABORT names the (sub)transaction whose events are
+ * discarded (all of them when xid is the top-level one).
+ */
+void
+batpak_marker_build(char *dst, uint32 flags, uint64 xid, uint64 top_xid)
+{
+	uint32		body_len = BATPAK_MARKER_SIZE - BATPAK_FRAME_HEADER_SIZE;
+	char	   *body = dst + BATPAK_FRAME_HEADER_SIZE;
+	pg_crc32c	crc;
+
+	memset(body, 0, body_len);
+	put_u32(body + 72, flags);
+	put_u64(body + 92, xid);
+	put_u64(body + 100, top_xid);
 	INIT_CRC32C(crc);
 	COMP_CRC32C(crc, body, body_len);
 	FIN_CRC32C(crc);
@@ -285,15 +314,35 @@ batpak_frame_decode(const char *frame, Size avail, BatpakFrame *f,
 	f->idem_len = get_u16(body + 82);
 	f->payload_len = batpak_le32(body + 84);
 	f->metadata_len = batpak_le32(body + 88);
+	f->xid = get_u64(body + 92);
+	f->top_xid = get_u64(body + 100);
 	strings = (uint64) f->entity_len + f->scope_len + f->kind_len +
 		f->idem_len + f->payload_len + f->metadata_len;
 	if (strings + BATPAK_BODY_FIXED_SIZE + 2 * BATPAK_HASH_LEN != body_len ||
-		(f->flags & ~BATPAK_FLAG_KNOWN) != 0 || f->global_seq == 0 ||
-		f->entity_seq == 0 || f->entity_len == 0 || f->kind_len == 0)
+		(f->flags & ~BATPAK_FLAG_KNOWN) != 0)
 	{
 		*why = "inconsistent frame fields";
 		return BATPAK_DECODE_CORRUPT;
 	}
+	if (f->flags & BATPAK_FLAG_MARKERS)
+	{
+		/* a marker: exactly one kind, an xid, no event fields */
+		if (f->flags != BATPAK_FLAG_MARKER_COMMIT &&
+			f->flags != BATPAK_FLAG_MARKER_ABORT)
+			*why = "inconsistent marker flags";
+		else if (f->global_seq != 0 || f->entity_seq != 0 || strings != 0 ||
+				 f->xid == 0 || f->top_xid == 0)
+			*why = "inconsistent marker fields";
+	}
+	else if (f->global_seq == 0 || f->entity_seq == 0 || f->entity_len == 0 ||
+			 f->kind_len == 0)
+		*why = "inconsistent frame fields";
+	else if (((f->flags & BATPAK_FLAG_TRANSACTIONAL) != 0) !=
+			 (f->xid != 0 && f->top_xid != 0) ||
+			 (f->xid == 0) != (f->top_xid == 0))
+		*why = "inconsistent transaction fields";
+	if (*why != NULL)
+		return BATPAK_DECODE_CORRUPT;
 	p = body + BATPAK_BODY_FIXED_SIZE;
 	f->entity = p;
 	p += f->entity_len;

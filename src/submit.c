@@ -40,6 +40,9 @@ typedef enum BatpakWaitResult
 } BatpakWaitResult;
 
 static uint64 batpak_request_counter = 0;
+
+/* The writer left our last request unanswered (we gave up on it) */
+bool		batpak_writer_unanswered = false;
 static bool batpak_exit_hook_registered = false;
 
 /*
@@ -154,6 +157,8 @@ batpak_abandon(BatpakSlot *slot)
 {
 	uint32		expected = BATPAK_SLOT_SUBMITTED;
 
+	/* unless it answered after all (DONE below), see xact.c */
+	batpak_writer_unanswered = true;
 	if (pg_atomic_compare_exchange_u32(&slot->state, &expected, BATPAK_SLOT_IDLE))
 		return BATPAK_SLOT_SUBMITTED;
 	if (expected == BATPAK_SLOT_PROCESSING)
@@ -175,6 +180,7 @@ batpak_abandon(BatpakSlot *slot)
 	/* DONE (possibly just now): we own the slot again */
 	if (expected != BATPAK_SLOT_DONE)
 		elog(ERROR, "batpak submission slot in unexpected state %u", expected);
+	batpak_writer_unanswered = false;
 	return BATPAK_SLOT_DONE;
 }
 
@@ -250,6 +256,7 @@ batpak_wait_reply(BatpakSlot *slot, TimestampTz deadline)
 			/* the reply was written before DONE: read it after seeing DONE */
 			pg_read_barrier();
 			batpak_take_reply(slot);
+			batpak_writer_unanswered = false;
 			return BATPAK_WAIT_DONE;
 		}
 		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
@@ -351,6 +358,7 @@ batpak_request_create(uint32 nevents, Size events_size)
 	req->total_size = total;
 	req->receipts_off = receipts_off;
 	req->synchronous = batpak_synchronous_commit;
+	batpak_xact_prepare_request(req);
 	return req;
 }
 
@@ -445,6 +453,18 @@ batpak_submit_and_wait(BatpakRequest *req)
 		}
 		PG_END_TRY();
 
+		if (result == BATPAK_WAIT_DONE && req->status == BATPAK_REPLY_WAIT)
+		{
+			/*
+			 * Another transaction holds an entity (or key, or causation) of
+			 * the request; the writer wrote nothing.  Wait for it to end,
+			 * then try again with a fresh deadline.
+			 */
+			batpak_xact_wait(req->wait_xid);
+			batpak_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														  batpak_writer_timeout_ms);
+			continue;
+		}
 		if (result == BATPAK_WAIT_DONE)
 			break;
 

@@ -31,19 +31,21 @@ typedef struct VerifyTarget
 } VerifyTarget;
 
 static void
-verify_one(BatpakIndex *idx, uint64 frontier,
-		   const char *entity, const uint8 *key, Tuplestorestate *ts,
+verify_one(BatpakIndex *idx, const char *entity, const uint8 *key, Tuplestorestate *ts,
 		   TupleDesc desc)
 {
 	uint64	   *seqs;
 	int			n;
+	BatpakStreamHead head;
 	uint8		prev[BATPAK_HASH_LEN];
 	char	   *detail = NULL;
 	int64		first_bad = 0;
 	Datum		values[5];
 	bool		nulls[5] = {false, false, false, false, false};
 
-	seqs = batpak_index_stream_seqs(idx, key, 0, PG_UINT64_MAX, frontier, &n);
+	/* the events this session sees: committed ones, and its own pending */
+	n = (int) Min(batpak_visible_stream_count(idx, key), (uint64) INT_MAX);
+	seqs = batpak_index_stream_seqs(idx, key, 0, (uint64) n, &head, &n);
 	memset(prev, 0, sizeof(prev));
 	for (int i = 0; i < n && detail == NULL; i++)
 	{
@@ -110,7 +112,7 @@ batpak_verify_chain(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, 0);
 	rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	idx = batpak_read_snapshot(&frontier);
+	idx = batpak_read_snapshot(&frontier, NULL);
 
 	if (!PG_ARGISNULL(0))
 	{
@@ -138,11 +140,10 @@ batpak_verify_chain(PG_FUNCTION_ARGS)
 		{
 			uint64	   *items;
 
-			if (s->last_seq == 0)
+			/* streams with committed events (pending ones may be cut) */
+			if (s->committed_seq == 0)
 				continue;
 			items = dsa_get_address(idx->area, s->seqs);
-			if (items[0] > frontier)
-				continue;
 			if (ntargets >= max)
 			{
 				max *= 2;
@@ -170,7 +171,7 @@ batpak_verify_chain(PG_FUNCTION_ARGS)
 	}
 
 	for (int i = 0; i < ntargets; i++)
-		verify_one(idx, frontier, targets[i].entity, targets[i].key,
+		verify_one(idx, targets[i].entity, targets[i].key,
 				   rsinfo->setResult, rsinfo->setDesc);
 	return (Datum) 0;
 }

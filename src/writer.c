@@ -7,6 +7,29 @@
  *	  frame them, write the frames, fdatasync once for the whole group,
  *	  publish the events in the index, move the frontiers and reply.
  *
+ * Transactions (issue 3, see also xact.c): an event appended inside a
+ * transaction is written and synced like any other, then entered in the
+ * index as PENDING and kept in this process's table of pending transactions
+ * (W.txns).  When the transaction ends, its backend tells us through its
+ * slot (resolve_top) and waits; we read the outcome from the commit log
+ * (clog), never from the message, then commit the events (clear the flag)
+ * or discard them (hide them and cut the streams back), and write a
+ * resolution marker frame, so that the segments alone say what happened.
+ * Recovery replays the markers and asks the clog about the rest.  Rules:
+ *	- the outcome always comes from the clog: TransactionIdIsInProgress
+ *	  first, then TransactionIdDidCommit, as heapam does;
+ *	- a COMMIT marker is written only after the commit record is flushed in
+ *	  the WAL (XLogFlush), so the segments never claim a commit that a crash
+ *	  could take back from PostgreSQL;
+ *	- a marker is put in the group buffer before any frame that depends on
+ *	  it (an entity sequence used again after a rollback);
+ *	- an entity with pending events belongs to their transaction: a request
+ *	  of another transaction is answered WAIT with the xid to wait for, and
+ *	  its backend waits on that xid's lock in the lock manager
+ *	  (XactLockTableWait, as for a row lock: cancellable, deadlocks detected)
+ *	  and then resubmits.  Idempotency keys and causations of pending events
+ *	  are treated alike.
+ *
  * Crash safety rests on three rules:
  *	- nothing is published (visible to readers) or acknowledged before its
  *	  frames are written, and, for synchronous appends, synced;
@@ -25,7 +48,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "access/transam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "common/file_perm.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -35,6 +60,7 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
+#include "storage/procarray.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
@@ -43,6 +69,7 @@
 #include "batpak.h"
 
 #define BATPAK_PREALLOC_CHUNK	((Size) 4 * 1024 * 1024)
+#define BATPAK_SWEEP_INTERVAL_MS	1000
 
 /* An entity's head as the group in hand sees it */
 typedef struct WriterHead
@@ -50,14 +77,15 @@ typedef struct WriterHead
 	uint8		key[BATPAK_KEY_LEN];
 	uint64		last_seq;
 	uint8		last_hash[BATPAK_HASH_LEN];
+	uint64		pending_top;	/* transaction with pending events, or 0 */
+	uint64		pending_xid;	/* the (sub)xid to wait for */
 } WriterHead;
 
 /* Undo record: a head's value before a request changed it */
 typedef struct WriterUndo
 {
 	WriterHead *head;
-	uint64		last_seq;
-	uint8		last_hash[BATPAK_HASH_LEN];
+	WriterHead	saved;
 } WriterUndo;
 
 /* An event to enter in the index once its frame is durable */
@@ -68,11 +96,45 @@ typedef struct WriterPub
 	uint64		pos;
 	uint8		key[BATPAK_KEY_LEN];
 	uint8		hash[BATPAK_HASH_LEN];
+	uint8		prev_hash[BATPAK_HASH_LEN];
+	uint64		xid;			/* full xids, 0 for an immediate event */
+	uint64		top;
 	bool		has_idem;
 	bool		has_corr;
 	uint8		idem[BATPAK_KEY_LEN];
 	pg_uuid_t	corr;
 } WriterPub;
+
+/* A transaction with pending events, in W.txns */
+typedef struct WriterTxn
+{
+	uint64		top;			/* hash key: full top-level xid */
+	WriterPub  *events;			/* its pending events, in global order */
+	Size		nevents;
+	Size		maxevents;
+} WriterTxn;
+
+/* A transaction end announced through a slot */
+typedef struct WriterResolve
+{
+	int			slotno;
+	uint64		top;
+	XLogRecPtr	lsn;
+} WriterResolve;
+
+/* Outcome of building a request */
+typedef enum WriterBuild
+{
+	BUILD_OK,
+	BUILD_REFUSED,				/* reply filled in */
+	BUILD_WAIT,					/* wait for W.wait_xid, then resubmit */
+	BUILD_RESOLVE				/* settle W.resolve_target, then try again */
+} WriterBuild;
+
+/* Transaction states, from the clog */
+#define XS_IN_PROGRESS	0
+#define XS_COMMITTED	1
+#define XS_ABORTED		2
 
 typedef struct WriterGroupReq
 {
@@ -89,6 +151,8 @@ typedef struct WriterIdem
 {
 	uint8		key[BATPAK_KEY_LEN];
 	BatpakReceipt receipt;
+	uint64		top;			/* transaction of the event, 0 if immediate */
+	uint64		xid;
 } WriterIdem;
 
 typedef struct WriterState
@@ -128,6 +192,19 @@ typedef struct WriterState
 	/* asynchronous appends written but not yet synced */
 	bool		unsynced;
 	TimestampTz unsynced_since;
+
+	/* transactions with pending events, see the header */
+	HTAB	   *txns;
+	WriterGroupReq *group;		/* the group in hand */
+	int			ngroup;
+	WriterResolve *resolves;
+	XLogRecPtr	marker_lsn;		/* WAL to flush before the buffer is written:
+								 * commit records of COMMIT markers, xid
+								 * records of transactional frames */
+	bool		sweep_due;
+	TimestampTz last_sweep;
+	uint64		wait_xid;		/* set with BUILD_WAIT */
+	uint64		resolve_target; /* set with BUILD_RESOLVE */
 
 	MemoryContext group_cxt;
 } WriterState;
@@ -234,13 +311,32 @@ writer_head(const uint8 *key)
 	h = hash_search(W.heads, key, HASH_ENTER, &found);
 	if (!found)
 	{
-		if (!batpak_index_stream_head(&W.idx, key, &h->last_seq, h->last_hash))
+		BatpakStreamHead bh;
+
+		if (batpak_index_stream_head(&W.idx, key, &bh))
+		{
+			h->last_seq = bh.last_seq;
+			memcpy(h->last_hash, bh.last_hash, BATPAK_HASH_LEN);
+			h->pending_top = bh.pending_top;
+			h->pending_xid = bh.pending_xid;
+		}
+		else
 		{
 			h->last_seq = 0;
 			memset(h->last_hash, 0, BATPAK_HASH_LEN);
+			h->pending_top = 0;
+			h->pending_xid = 0;
 		}
 	}
 	return h;
+}
+
+/* Drop a cached head whose stream a resolution changed in the index */
+static void
+writer_forget_head(const uint8 *key)
+{
+	if (W.heads != NULL)
+		(void) hash_search(W.heads, key, HASH_REMOVE, NULL);
 }
 
 static void
@@ -252,8 +348,7 @@ writer_push_undo(WriterHead *h)
 		W.undo = repalloc_huge(W.undo, W.maxundo * sizeof(WriterUndo));
 	}
 	W.undo[W.nundo].head = h;
-	W.undo[W.nundo].last_seq = h->last_seq;
-	memcpy(W.undo[W.nundo].last_hash, h->last_hash, BATPAK_HASH_LEN);
+	W.undo[W.nundo].saved = *h;
 	W.nundo++;
 }
 
@@ -268,7 +363,14 @@ writer_push_pub(void)
 	return &W.pubs[W.npubs++];
 }
 
-/* Enter pubs[from, to) in the index */
+static void writer_txn_add(const WriterPub *p);
+static void writer_set_error(BatpakRequest *req, int sqlerrcode, const char *detail,
+							 const char *fmt,...) pg_attribute_printf(4, 5);
+
+/*
+ * Enter pubs[from, to) in the index: committed, or pending in their
+ * transaction.
+ */
 static void
 writer_publish(Size from, Size to)
 {
@@ -276,15 +378,316 @@ writer_publish(Size from, Size to)
 	{
 		WriterPub  *p = &W.pubs[i];
 
-		batpak_index_set_seq_pos(&W.idx, p->global_seq, p->pos);
+		batpak_index_set_seq_pos(&W.idx, p->global_seq,
+								 p->pos | (p->top != 0 ? BATPAK_POS_PENDING : 0));
 		batpak_index_add_stream_event(&W.idx, p->key, p->entity_seq,
-									  p->global_seq, p->hash);
+									  p->global_seq, p->hash, p->top, p->xid);
 		if (p->has_idem)
 			batpak_index_add_idem(&W.idx, p->idem, p->global_seq);
 		if (p->has_corr)
 			batpak_index_add_corr(&W.idx, &p->corr, p->global_seq);
+		if (p->top != 0)
+			writer_txn_add(p);
 		W.published_seq = p->global_seq;
 	}
+}
+
+/* ----------------------------------------------------------------
+ * Pending transactions
+ * ----------------------------------------------------------------
+ */
+static void
+writer_txn_add(const WriterPub *p)
+{
+	WriterTxn  *t;
+	bool		found;
+
+	t = hash_search(W.txns, &p->top, HASH_ENTER, &found);
+	if (!found)
+	{
+		t->maxevents = 16;
+		t->nevents = 0;
+		t->events = MemoryContextAllocHuge(TopMemoryContext,
+										   t->maxevents * sizeof(WriterPub));
+		pg_atomic_fetch_add_u64(&BatpakCtl->pending_transactions, 1);
+	}
+	if (t->nevents >= t->maxevents)
+	{
+		t->maxevents *= 2;
+		t->events = repalloc_huge(t->events, t->maxevents * sizeof(WriterPub));
+	}
+	t->events[t->nevents++] = *p;
+	pg_atomic_fetch_add_u64(&BatpakCtl->pending_events, 1);
+}
+
+static void
+writer_txn_remove(WriterTxn *t)
+{
+	uint64		top = t->top;
+
+	pg_atomic_fetch_sub_u64(&BatpakCtl->pending_events, t->nevents);
+	pg_atomic_fetch_sub_u64(&BatpakCtl->pending_transactions, 1);
+	pfree(t->events);
+	(void) hash_search(W.txns, &top, HASH_REMOVE, NULL);
+}
+
+/*
+ * Discard the pending events of (sub)transaction xid, or all of them: hide
+ * them, forget their idempotency keys and cut their streams back so that
+ * the entity sequences are used again.  The events of a subtransaction that
+ * rolled back are the end of each stream they touch (an event appended
+ * after them belongs to the same subtransaction or one below it), so going
+ * backwards, each cut removes the stream's last event.
+ */
+static void
+writer_txn_discard(WriterTxn *t, uint64 xid, bool all)
+{
+	Size		kept = 0;
+	Size		gone = 0;
+
+	for (Size i = t->nevents; i-- > 0;)
+	{
+		WriterPub  *p = &t->events[i];
+
+		if (!all && p->xid != xid)
+			continue;
+		batpak_index_set_seq_pos(&W.idx, p->global_seq, p->pos | BATPAK_POS_HIDDEN);
+		batpak_index_stream_truncate(&W.idx, p->key, p->entity_seq - 1, p->prev_hash);
+		writer_forget_head(p->key);
+		if (p->has_idem)
+			batpak_index_remove_idem(&W.idx, p->idem, p->global_seq);
+		p->global_seq = 0;
+		gone++;
+	}
+	for (Size i = 0; i < t->nevents; i++)
+		if (t->events[i].global_seq != 0)
+			t->events[kept++] = t->events[i];
+	t->nevents = kept;
+	pg_atomic_fetch_sub_u64(&BatpakCtl->pending_events, gone);
+	pg_atomic_fetch_add_u64(&BatpakCtl->counters.events_discarded, gone);
+	pg_atomic_fetch_add_u64(&BatpakCtl->counters.transactions_aborted, 1);
+}
+
+/* Commit every pending event of the transaction, and forget it */
+static void
+writer_txn_commit(WriterTxn *t)
+{
+	for (Size i = 0; i < t->nevents; i++)
+	{
+		WriterPub  *p = &t->events[i];
+
+		batpak_index_set_seq_pos(&W.idx, p->global_seq, p->pos);
+		if (i == 0 || memcmp(p->key, t->events[i - 1].key, BATPAK_KEY_LEN) != 0)
+		{
+			batpak_index_stream_commit(&W.idx, p->key);
+			writer_forget_head(p->key);
+		}
+	}
+	pg_atomic_fetch_add_u64(&BatpakCtl->counters.transactions_committed, 1);
+	writer_txn_remove(t);
+}
+
+/*
+ * State of a transaction, from the procarray and the clog (as heapam asks
+ * them: in progress first).  The clog entry must still exist: the segments
+ * may name a transaction that the clog has long forgotten only if its
+ * marker was lost, and then we refuse to guess (see xid8funcs.c's
+ * TransactionIdInRecentPast for the same test).
+ */
+static int
+writer_xid_status(uint64 fxid)
+{
+	FullTransactionId full = FullTransactionIdFromU64(fxid);
+	TransactionId xid = XidFromFullTransactionId(full);
+	FullTransactionId next = ReadNextFullTransactionId();
+	uint32		epoch = EpochFromFullTransactionId(full);
+	uint32		next_epoch = EpochFromFullTransactionId(next);
+	int			result;
+
+	if (!TransactionIdIsNormal(xid) || !FullTransactionIdPrecedes(full, next))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("batpak segments name transaction " UINT64_FORMAT ", which this cluster has not started",
+						fxid),
+				 errhint("Segment files belong to the cluster that wrote them.")));
+	LWLockAcquire(XactTruncationLock, LW_SHARED);
+	if (epoch + 1 < next_epoch ||
+		(epoch + 1 == next_epoch && xid < XidFromFullTransactionId(next)) ||
+		TransactionIdPrecedes(xid, ShmemVariableCache->oldestClogXid))
+	{
+		LWLockRelease(XactTruncationLock);
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("cannot learn the outcome of transaction " UINT64_FORMAT " of the batpak segments: the commit log no longer has it",
+						fxid)));
+	}
+	if (TransactionIdIsInProgress(xid))
+		result = XS_IN_PROGRESS;
+	else if (TransactionIdDidCommit(xid))
+		result = XS_COMMITTED;
+	else
+		result = XS_ABORTED;
+	LWLockRelease(XactTruncationLock);
+	return result;
+}
+
+static char *writer_reserve(Size len);
+
+static void
+writer_emit_marker(uint32 flags, uint64 xid, uint64 top)
+{
+	batpak_marker_build(writer_reserve(BATPAK_MARKER_SIZE), flags, xid, top);
+}
+
+/*
+ * Settle what can be settled of transaction t: discard the events of its
+ * subtransactions that rolled back; once it has ended, commit or discard
+ * the rest.  Each step puts a marker in the group buffer.  commit_lsn is the
+ * end of the commit record if the backend told us, else invalid.
+ */
+static void
+writer_resolve_txn(WriterTxn *t, XLogRecPtr commit_lsn)
+{
+	int			status = writer_xid_status(t->top);
+	uint64	   *aborted = palloc(sizeof(uint64) * 8);
+	int			naborted = 0;
+	int			maxaborted = 8;
+	uint64		last = 0;
+	uint64		top = t->top;
+
+	/* subtransactions that rolled back (their events follow their parents') */
+	for (Size i = 0; i < t->nevents; i++)
+	{
+		uint64		x = t->events[i].xid;
+		bool		seen = false;
+
+		if (x == top || x == last)
+			continue;
+		last = x;
+		for (int j = 0; j < naborted && !seen; j++)
+			seen = aborted[j] == x;
+		if (seen || writer_xid_status(x) != XS_ABORTED)
+			continue;
+		if (naborted >= maxaborted)
+		{
+			maxaborted *= 2;
+			aborted = repalloc(aborted, sizeof(uint64) * maxaborted);
+		}
+		aborted[naborted++] = x;
+	}
+	for (int j = 0; j < naborted; j++)
+	{
+		writer_txn_discard(t, aborted[j], false);
+		writer_emit_marker(BATPAK_FLAG_MARKER_ABORT, aborted[j], top);
+	}
+	pfree(aborted);
+
+	if (status == XS_IN_PROGRESS)
+	{
+		if (t->nevents == 0)
+			writer_txn_remove(t);
+		return;
+	}
+	if (t->nevents == 0)
+		writer_txn_remove(t);
+	else if (status == XS_COMMITTED)
+	{
+		writer_txn_commit(t);
+		writer_emit_marker(BATPAK_FLAG_MARKER_COMMIT, top, top);
+		/* the marker must not reach the disk before the commit record */
+		if (XLogRecPtrIsInvalid(commit_lsn))
+			commit_lsn = GetXLogInsertRecPtr();
+		W.marker_lsn = Max(W.marker_lsn, commit_lsn);
+	}
+	else
+	{
+		writer_txn_discard(t, top, true);
+		writer_emit_marker(BATPAK_FLAG_MARKER_ABORT, top, top);
+		writer_txn_remove(t);
+	}
+}
+
+/* Settle every pending transaction that can be settled */
+static void
+writer_sweep(void)
+{
+	HASH_SEQ_STATUS st;
+	WriterTxn  *t;
+	uint64	   *tops;
+	int			n = 0;
+
+	/* collect first: resolving removes entries */
+	tops = palloc(sizeof(uint64) * Max(hash_get_num_entries(W.txns), 1));
+	hash_seq_init(&st, W.txns);
+	while ((t = hash_seq_search(&st)) != NULL)
+		tops[n++] = t->top;
+	for (int i = 0; i < n; i++)
+	{
+		t = hash_search(W.txns, &tops[i], HASH_FIND, NULL);
+		if (t != NULL)
+			writer_resolve_txn(t, InvalidXLogRecPtr);
+	}
+	pfree(tops);
+	W.sweep_due = false;
+	W.last_sweep = GetCurrentTimestamp();
+}
+
+/*
+ * The visible frontier: no event at or below it has a pending event before
+ * it in global order.
+ */
+static uint64
+writer_visible_frontier(uint64 published)
+{
+	HASH_SEQ_STATUS st;
+	WriterTxn  *t;
+	uint64		frontier = published;
+
+	hash_seq_init(&st, W.txns);
+	while ((t = hash_seq_search(&st)) != NULL)
+		if (t->nevents > 0 && t->events[0].global_seq - 1 < frontier)
+			frontier = t->events[0].global_seq - 1;
+	return frontier;
+}
+
+/* Does a request of transaction top belong to the group in hand? */
+static bool
+writer_group_has_txn(uint64 top)
+{
+	for (int i = 0; i < W.ngroup; i++)
+		if (W.group[i].req->top_xid == top || W.group[i].req->requester_top == top)
+			return true;
+	return false;
+}
+
+/*
+ * May req use an entity, idempotency key or causation held by pending
+ * transaction top (whose waiting xid is xid)?  BUILD_OK for no transaction
+ * and for req's own; otherwise settle the holder once (it may have ended
+ * without telling us yet), then make req wait for it.
+ */
+static WriterBuild
+writer_check_pending(BatpakRequest *req, uint64 top, uint64 xid, bool append,
+					 bool retried)
+{
+	if (top == 0 || top == req->top_xid)
+		return BUILD_OK;
+	if (top == req->requester_top)
+	{
+		if (!append)
+			return BUILD_OK;
+		writer_set_error(req, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+						 "The entity has events appended by this transaction while batpak.transactional was on; they are not committed yet.",
+						 "cannot append in immediate mode to an entity with pending events of this transaction");
+		return BUILD_REFUSED;
+	}
+	if (!retried && !writer_group_has_txn(top))
+	{
+		W.resolve_target = top;
+		return BUILD_RESOLVE;
+	}
+	W.wait_xid = xid;
+	return BUILD_WAIT;
 }
 
 /* ----------------------------------------------------------------
@@ -495,10 +898,6 @@ writer_write_group(bool sync)
  */
 static void
 writer_set_error(BatpakRequest *req, int sqlerrcode, const char *detail,
-				 const char *fmt,...) pg_attribute_printf(4, 5);
-
-static void
-writer_set_error(BatpakRequest *req, int sqlerrcode, const char *detail,
 				 const char *fmt,...)
 {
 	va_list		ap;
@@ -533,15 +932,21 @@ writer_receipt_of(uint64 seq, BatpakReceipt *r)
 	memcpy(r->prev_hash, f.prev_hash, BATPAK_HASH_LEN);
 }
 
-/* Look an event id up among published events; true if it is there */
+/*
+ * Look an event id up among published events: true if it is there and not
+ * rolled back, with its position (and state flags) in *pos.
+ */
 static bool
-writer_find_event(const pg_uuid_t *id, BatpakFrame *f)
+writer_find_event(const pg_uuid_t *id, BatpakFrame *f, uint64 *pos)
 {
 	uint64		seq;
 
 	if (!batpak_seq_from_uuid(id, &seq) || seq > W.published_seq)
 		return false;
-	writer_read_frame(seq, f);
+	*pos = batpak_index_seq_pos(&W.idx, seq);
+	if (*pos & BATPAK_POS_HIDDEN)
+		return false;
+	batpak_read_frame(*pos, f);
 	return memcmp(f->event_id.data, id->data, 16) == 0;
 }
 
@@ -578,12 +983,13 @@ writer_request_sane(BatpakRequest *req)
 
 /*
  * Validate a request against the store and the group so far, assign
- * sequences and frame its events into the group buffer.  Returns false with
- * the reply filled in when the request is refused; the caller then undoes
- * whatever this request changed.
+ * sequences and frame its events into the group buffer.  Returns BUILD_OK,
+ * or another outcome (see WriterBuild) after which the caller undoes
+ * whatever this request changed.  retried: a BUILD_RESOLVE was settled
+ * already, so a holder still there is waited for.
  */
-static bool
-writer_build_request(BatpakRequest *req, TimestampTz committed_at)
+static WriterBuild
+writer_build_request(BatpakRequest *req, TimestampTz committed_at, bool retried)
 {
 	BatpakReceipt *receipts = BATPAK_REQ_RECEIPTS(req);
 	BatpakEventReq *ev;
@@ -592,12 +998,13 @@ writer_build_request(BatpakRequest *req, TimestampTz committed_at)
 	uint32		nwrite = 0;
 	uint32		written = 0;
 	uint32		i;
+	WriterBuild rc;
 
 	if (!writer_request_sane(req))
 	{
 		writer_set_error(req, ERRCODE_INTERNAL_ERROR, NULL,
 						 "malformed batpak request");
-		return false;
+		return BUILD_REFUSED;
 	}
 
 	/* pass 1: idempotency hits, and the size of what is to be written */
@@ -616,19 +1023,29 @@ writer_build_request(BatpakRequest *req, TimestampTz committed_at)
 			gi = hash_search(W.group_idem, key, HASH_FIND, NULL);
 			if (gi != NULL)
 			{
+				rc = writer_check_pending(req, gi->top, gi->xid, false, retried);
+				if (rc != BUILD_OK)
+					return rc;
 				receipts[i] = gi->receipt;
 				dup[i] = true;
 			}
 			else if (batpak_index_find_idem(&W.idx, key, &seq))
 			{
 				BatpakFrame f;
+				uint64		pos = batpak_index_seq_pos(&W.idx, seq);
 
-				writer_read_frame(seq, &f);
+				batpak_read_frame(pos, &f);
 				if (f.idem_len != ev->idem_len || memcmp(f.idem, idem, f.idem_len) != 0)
 				{
 					writer_set_error(req, ERRCODE_INTERNAL_ERROR, NULL,
 									 "idempotency key hash collision");
-					return false;
+					return BUILD_REFUSED;
+				}
+				if (pos & BATPAK_POS_PENDING)
+				{
+					rc = writer_check_pending(req, f.top_xid, f.xid, false, retried);
+					if (rc != BUILD_OK)
+						return rc;
 				}
 				writer_receipt_of(seq, &receipts[i]);
 				dup[i] = true;
@@ -643,7 +1060,7 @@ writer_build_request(BatpakRequest *req, TimestampTz committed_at)
 		nwrite++;
 	}
 	if (nwrite == 0)
-		return true;
+		return BUILD_OK;
 
 	/* a request never spans segments: rotate first if it would not fit */
 	if (W.write_off > BATPAK_SEGMENT_HEADER_SIZE &&
@@ -668,6 +1085,9 @@ writer_build_request(BatpakRequest *req, TimestampTz committed_at)
 			continue;
 		batpak_hash_key(ev->data, ev->entity_len, key);
 		h = writer_head(key);
+		rc = writer_check_pending(req, h->pending_top, h->pending_xid, true, retried);
+		if (rc != BUILD_OK)
+			return rc;
 		if (ev->has_expected && (uint64) ev->expected_sequence != h->last_seq)
 		{
 			char		detail[256];
@@ -679,13 +1099,13 @@ writer_build_request(BatpakRequest *req, TimestampTz committed_at)
 							 "wrong expected sequence for entity \"%.*s\": expected " INT64_FORMAT ", actual " UINT64_FORMAT,
 							 (int) Min(ev->entity_len, 200), ev->data,
 							 ev->expected_sequence, h->last_seq);
-			return false;
+			return BUILD_REFUSED;
 		}
 		if (W.next_seq >= BATPAK_MAX_EVENTS)
 		{
 			writer_set_error(req, ERRCODE_PROGRAM_LIMIT_EXCEEDED, NULL,
 							 "batpak store is full");
-			return false;
+			return BUILD_REFUSED;
 		}
 
 		batpak_uuid_for_seq(W.next_seq, &event_id);
@@ -696,14 +1116,21 @@ writer_build_request(BatpakRequest *req, TimestampTz committed_at)
 		if (ev->has_causation)
 		{
 			BatpakFrame cause;
+			uint64		cause_pos;
 
-			if (!writer_find_event(&ev->causation_id, &cause))
+			if (!writer_find_event(&ev->causation_id, &cause, &cause_pos))
 			{
 				writer_set_error(req, ERRCODE_FOREIGN_KEY_VIOLATION,
 								 "causation_id must name an event already in the store.",
 								 "causation event %s does not exist",
 								 DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&ev->causation_id))));
-				return false;
+				return BUILD_REFUSED;
+			}
+			if (cause_pos & BATPAK_POS_PENDING)
+			{
+				rc = writer_check_pending(req, cause.top_xid, cause.xid, false, retried);
+				if (rc != BUILD_OK)
+					return rc;
 			}
 			if (!ev->has_correlation)
 				correlation = cause.correlation_id;
@@ -724,7 +1151,8 @@ writer_build_request(BatpakRequest *req, TimestampTz committed_at)
 		receipts[i].committed_at = committed_at;
 		memcpy(receipts[i].prev_hash, h->last_hash, BATPAK_HASH_LEN);
 		batpak_frame_build(dst, ev, W.next_seq, h->last_seq + 1, &event_id,
-						   &correlation, committed_at, flags, h->last_hash,
+						   &correlation, committed_at, flags,
+						   req->xid, req->top_xid, h->last_hash,
 						   receipts[i].event_hash);
 
 		pub = writer_push_pub();
@@ -733,6 +1161,9 @@ writer_build_request(BatpakRequest *req, TimestampTz committed_at)
 		pub->pos = pos;
 		memcpy(pub->key, key, BATPAK_KEY_LEN);
 		memcpy(pub->hash, receipts[i].event_hash, BATPAK_HASH_LEN);
+		memcpy(pub->prev_hash, h->last_hash, BATPAK_HASH_LEN);
+		pub->xid = req->xid;
+		pub->top = req->top_xid;
 		pub->has_idem = ev->idem_len > 0;
 		if (pub->has_idem)
 		{
@@ -742,16 +1173,23 @@ writer_build_request(BatpakRequest *req, TimestampTz committed_at)
 							ev->idem_len, pub->idem);
 			gi = hash_search(W.group_idem, pub->idem, HASH_ENTER, NULL);
 			gi->receipt = receipts[i];
+			gi->top = req->top_xid;
+			gi->xid = req->xid;
 		}
 		pub->has_corr = memcmp(correlation.data, event_id.data, 16) != 0;
 		pub->corr = correlation;
 
 		h->last_seq++;
 		memcpy(h->last_hash, receipts[i].event_hash, BATPAK_HASH_LEN);
+		if (req->top_xid != 0 && h->pending_top == 0)
+		{
+			h->pending_top = req->top_xid;
+			h->pending_xid = req->xid;
+		}
 		W.next_seq++;
 		written++;
 	}
-	return true;
+	return BUILD_OK;
 }
 
 /*
@@ -766,8 +1204,7 @@ writer_undo_request(Size undo_mark, Size pub_mark, Size buf_mark,
 	{
 		WriterUndo *u = &W.undo[--W.nundo];
 
-		u->head->last_seq = u->last_seq;
-		memcpy(u->head->last_hash, u->last_hash, BATPAK_HASH_LEN);
+		*u->head = u->saved;
 	}
 	for (Size i = pub_mark; i < W.npubs; i++)
 		if (W.pubs[i].has_idem)
@@ -793,44 +1230,65 @@ static void
 writer_process_request(WriterGroupReq *g, TimestampTz committed_at)
 {
 	BatpakRequest *req = g->req;
-	Size		undo_mark = W.nundo;
-	Size		pub_mark = W.npubs;
-	Size		buf_mark = W.buf_len;
-	uint64		seq_mark = W.next_seq;
 	MemoryContext oldcxt = CurrentMemoryContext;
-	bool		ok;
+	bool		retried = false;
+	WriterBuild rc;
 
 	pg_atomic_fetch_add_u64(&BatpakCtl->counters.requests, 1);
-	req->status = BATPAK_REPLY_OK;
-	PG_TRY();
+	for (;;)
 	{
-		ok = writer_build_request(req, committed_at);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
+		Size		undo_mark = W.nundo;
+		Size		pub_mark = W.npubs;
+		Size		buf_mark = W.buf_len;
+		uint64		seq_mark = W.next_seq;
 
-		/* an I/O failure while rotating ends the writer, see writer_rotate */
-		if (W.in_rotation)
-			PG_RE_THROW();
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		writer_set_error(req, edata->sqlerrcode, edata->detail, "%s", edata->message);
-		ereport(LOG,
-				(errmsg("batpak writer refused an append: %s", edata->message)));
-		FreeErrorData(edata);
-		ok = false;
-	}
-	PG_END_TRY();
+		req->status = BATPAK_REPLY_OK;
+		PG_TRY();
+		{
+			rc = writer_build_request(req, committed_at, retried);
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
 
-	if (!ok)
-	{
+			/* an I/O failure while rotating ends the writer, see writer_rotate */
+			if (W.in_rotation)
+				PG_RE_THROW();
+			MemoryContextSwitchTo(oldcxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			writer_set_error(req, edata->sqlerrcode, edata->detail, "%s", edata->message);
+			ereport(LOG,
+					(errmsg("batpak writer refused an append: %s", edata->message)));
+			FreeErrorData(edata);
+			rc = BUILD_REFUSED;
+		}
+		PG_END_TRY();
+
+		g->pub_start = pub_mark;
+		if (rc == BUILD_OK)
+			break;
 		writer_undo_request(undo_mark, pub_mark, buf_mark, seq_mark);
-		pg_atomic_fetch_add_u64(&BatpakCtl->counters.requests_failed, 1);
+		if (rc == BUILD_RESOLVE && !retried)
+		{
+			WriterTxn  *t = hash_search(W.txns, &W.resolve_target, HASH_FIND, NULL);
+
+			/* outside the request's undo marks: the markers stay */
+			if (t != NULL)
+				writer_resolve_txn(t, InvalidXLogRecPtr);
+			retried = true;
+			continue;
+		}
+		if (rc == BUILD_WAIT)
+		{
+			req->status = BATPAK_REPLY_WAIT;
+			req->wait_xid = XidFromFullTransactionId(FullTransactionIdFromU64(W.wait_xid));
+		}
+		else
+			pg_atomic_fetch_add_u64(&BatpakCtl->counters.requests_failed, 1);
+		break;
 	}
-	g->ok = ok;
-	g->pub_start = pub_mark;
+	g->ok = (rc == BUILD_OK);
 	g->pub_end = W.npubs;
 }
 
@@ -887,6 +1345,44 @@ writer_collect(WriterGroupReq *group)
 	return n;
 }
 
+/* Transaction ends announced through the slots */
+static int
+writer_collect_resolves(WriterResolve *out)
+{
+	int			n = 0;
+
+	for (int i = 0; i < BatpakCtl->nslots; i++)
+	{
+		BatpakSlot *slot = &BatpakCtl->slots[i];
+		uint64		top = pg_atomic_read_u64(&slot->resolve_top);
+
+		if (top == 0)
+			continue;
+		/* the backend stored resolve_lsn before resolve_top */
+		pg_read_barrier();
+		out[n].slotno = i;
+		out[n].top = top;
+		out[n].lsn = slot->resolve_lsn;
+		n++;
+	}
+	return n;
+}
+
+static void
+writer_ack_resolves(WriterResolve *res, int n)
+{
+	for (int i = 0; i < n; i++)
+	{
+		BatpakSlot *slot = &BatpakCtl->slots[res[i].slotno];
+		uint64		expected = res[i].top;
+
+		/* a newer announcement, if any, stays for the next group */
+		(void) pg_atomic_compare_exchange_u64(&slot->resolve_top, &expected, 0);
+		if (slot->latch != NULL)
+			SetLatch(slot->latch);
+	}
+}
+
 static void
 writer_refuse_all(WriterGroupReq *group, int n, int sqlerrcode,
 				  const char *msg, const char *detail)
@@ -899,18 +1395,26 @@ writer_refuse_all(WriterGroupReq *group, int n, int sqlerrcode,
 }
 
 /*
- * Serve one group.  Returns the number of requests handled (0 when there
- * was nothing to do).
+ * Serve one group.  Returns the number of requests and transaction ends
+ * handled (0 when there was nothing to do).
  */
 static int
 writer_serve_group(WriterGroupReq *group)
 {
 	int			n = writer_collect(group);
+	int			nres;
 	TimestampTz committed_at;
 	bool		sync = false;
 	uint64		first_seq;
 
-	if (n == 0)
+	/*
+	 * Transaction ends after the requests: a backend announces the end of a
+	 * subtransaction before it submits its next request, so every end that
+	 * precedes a request collected above is seen here and settled first.
+	 * (The compare-and-exchange in writer_collect is a full barrier.)
+	 */
+	nres = writer_collect_resolves(W.resolves);
+	if (n == 0 && nres == 0 && !W.sweep_due)
 		return 0;
 
 	if (pg_atomic_read_u32(&BatpakCtl->state) == BATPAK_STATE_FAILED)
@@ -921,24 +1425,51 @@ writer_serve_group(WriterGroupReq *group)
 		snprintf(msg, sizeof(msg), "batpak store is unavailable: %s", BatpakCtl->failure);
 		LWLockRelease(&BatpakCtl->lock);
 		writer_refuse_all(group, n, ERRCODE_DATA_CORRUPTED, msg, NULL);
-		return n;
+		writer_ack_resolves(W.resolves, nres);
+		W.sweep_due = false;
+		return n + nres;
 	}
 
 	MemoryContextReset(W.group_cxt);
 	MemoryContextSwitchTo(W.group_cxt);
 	writer_reset_group_tables();
+	W.group = group;
+	W.ngroup = n;
 	committed_at = GetCurrentTimestamp();
 	first_seq = W.next_seq;
+
+	for (int i = 0; i < nres; i++)
+	{
+		WriterTxn  *t = hash_search(W.txns, &W.resolves[i].top, HASH_FIND, NULL);
+
+		if (t != NULL)
+			writer_resolve_txn(t, W.resolves[i].lsn);
+	}
+	if (W.sweep_due)
+		writer_sweep();
 
 	for (int i = 0; i < n; i++)
 	{
 		writer_process_request(&group[i], committed_at);
 		if (group[i].ok && group[i].req->synchronous)
 			sync = true;
+		/* the xids in the frames must be in the WAL first, see xact.c */
+		if (group[i].ok && group[i].req->xid_lsn != 0)
+			W.marker_lsn = Max(W.marker_lsn, (XLogRecPtr) group[i].req->xid_lsn);
 	}
 
-	if (W.next_seq > first_seq)
+	if (W.buf_len > W.pend_buf_off || W.next_seq > first_seq)
 	{
+		/*
+		 * Commit markers follow their commit records to disk, and frames
+		 * follow the WAL record of their xid.
+		 */
+		if (!XLogRecPtrIsInvalid(W.marker_lsn))
+		{
+			XLogFlush(W.marker_lsn);
+			W.marker_lsn = InvalidXLogRecPtr;
+		}
+
 		/*
 		 * A failed write or sync leaves the files in an unknown state (a
 		 * failed fsync may even have dropped dirty pages): answer the group
@@ -973,21 +1504,27 @@ writer_serve_group(WriterGroupReq *group)
 				W.unsynced_since = committed_at;
 			W.unsynced = true;
 		}
-
+	}
+	if (W.next_seq > first_seq)
+	{
 		writer_publish(0, W.npubs);
-		pg_atomic_write_u64(&BatpakCtl->written_seq, W.next_seq - 1);
-		if (sync)
-			pg_atomic_write_u64(&BatpakCtl->durable_seq, W.next_seq - 1);
 		pg_atomic_fetch_add_u64(&BatpakCtl->counters.events_written,
 								W.next_seq - first_seq);
 
 		/*
-		 * The index entries must be visible before the frontier that lets
+		 * The index entries must be visible before the frontiers that let
 		 * readers look at them.
 		 */
 		pg_write_barrier();
-		pg_atomic_write_u64(&BatpakCtl->visible_seq, W.next_seq - 1);
+		pg_atomic_write_u64(&BatpakCtl->written_seq, W.next_seq - 1);
+		if (sync)
+			pg_atomic_write_u64(&BatpakCtl->durable_seq, W.next_seq - 1);
 	}
+	/* also after resolutions alone: a commit or rollback moves it */
+	pg_write_barrier();
+	pg_atomic_write_u64(&BatpakCtl->visible_seq,
+						writer_visible_frontier(W.next_seq - 1));
+
 	/*
 	 * A synchronous request answered only with receipts of earlier
 	 * asynchronous appends wrote nothing, so nothing above synced: those
@@ -999,7 +1536,10 @@ writer_serve_group(WriterGroupReq *group)
 
 	for (int i = 0; i < n; i++)
 		writer_reply(&group[i]);
-	return n;
+	writer_ack_resolves(W.resolves, nres);
+	W.group = NULL;
+	W.ngroup = 0;
+	return n + nres;
 }
 
 /* Sync asynchronously appended events once batpak.flush_delay has passed */
@@ -1215,6 +1755,33 @@ writer_scan_segment(uint32 segno, int fd, uint64 file_size, bool newest,
 			return false;
 		}
 
+		/* a resolution marker: replay it (markers never sit inside a batch) */
+		if (f.flags & BATPAK_FLAG_MARKERS)
+		{
+			WriterTxn  *t;
+
+			if (in_batch)
+			{
+				writer_fail_store("corrupt frame in segment %08X.seg at offset " UINT64_FORMAT ": resolution marker inside a batch",
+								  segno, off);
+				return false;
+			}
+			t = hash_search(W.txns, &f.top_xid, HASH_FIND, NULL);
+			if (t != NULL)
+			{
+				if (f.flags & BATPAK_FLAG_MARKER_COMMIT)
+					writer_txn_commit(t);
+				else
+				{
+					writer_txn_discard(t, f.xid, f.xid == f.top_xid);
+					if (t->nevents == 0)
+						writer_txn_remove(t);
+				}
+			}
+			off += BATPAK_FRAME_HEADER_SIZE + f.body_len;
+			continue;
+		}
+
 		/* the frame is intact: check its place in the store */
 		if (f.global_seq != W.next_seq)
 			why = "global sequence out of order";
@@ -1228,6 +1795,8 @@ writer_scan_segment(uint32 segno, int fd, uint64 file_size, bool newest,
 			h = writer_head(hash);
 			if (f.entity_seq != h->last_seq + 1)
 				why = "entity sequence out of order";
+			else if (h->pending_top != 0 && h->pending_top != f.top_xid)
+				why = "event follows pending events of another transaction without their resolution marker";
 			else if (memcmp(f.prev_hash, h->last_hash, BATPAK_HASH_LEN) != 0)
 				why = "previous hash does not match the entity's last event";
 		}
@@ -1249,6 +1818,9 @@ writer_scan_segment(uint32 segno, int fd, uint64 file_size, bool newest,
 		pub->pos = BATPAK_POS(segno, off);
 		memcpy(pub->key, hash, BATPAK_KEY_LEN);
 		memcpy(pub->hash, f.event_hash, BATPAK_HASH_LEN);
+		memcpy(pub->prev_hash, f.prev_hash, BATPAK_HASH_LEN);
+		pub->xid = f.xid;
+		pub->top = f.top_xid;
 		pub->has_idem = f.idem_len > 0;
 		if (pub->has_idem)
 			batpak_hash_key(f.idem, f.idem_len, pub->idem);
@@ -1256,6 +1828,11 @@ writer_scan_segment(uint32 segno, int fd, uint64 file_size, bool newest,
 		pub->corr = f.correlation_id;
 		h->last_seq = f.entity_seq;
 		memcpy(h->last_hash, f.event_hash, BATPAK_HASH_LEN);
+		if (f.top_xid != 0 && h->pending_top == 0)
+		{
+			h->pending_top = f.top_xid;
+			h->pending_xid = f.xid;
+		}
 		W.next_seq++;
 
 		fsize = BATPAK_FRAME_HEADER_SIZE + f.body_len;
@@ -1528,6 +2105,17 @@ batpak_writer_main(Datum main_arg)
 	W.undo = MemoryContextAllocHuge(TopMemoryContext, sizeof(WriterUndo) * 1024);
 	W.maxundo = 1024;
 	group = MemoryContextAlloc(TopMemoryContext, sizeof(WriterGroupReq) * BatpakCtl->nslots);
+	W.resolves = MemoryContextAlloc(TopMemoryContext, sizeof(WriterResolve) * BatpakCtl->nslots);
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(uint64);
+		ctl.entrysize = sizeof(WriterTxn);
+		ctl.hcxt = TopMemoryContext;
+		W.txns = hash_create("batpak pending transactions", 64, &ctl,
+							 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
 
 	batpak_set_state(BATPAK_STATE_STARTING);
 	before_shmem_exit(writer_exit_hook, (Datum) 0);
@@ -1537,12 +2125,23 @@ batpak_writer_main(Datum main_arg)
 	pg_atomic_write_u64(&BatpakCtl->written_seq, 0);
 	pg_atomic_write_u64(&BatpakCtl->durable_seq, 0);
 	pg_atomic_write_u64(&BatpakCtl->visible_seq, 0);
+	pg_atomic_write_u64(&BatpakCtl->pending_transactions, 0);
+	pg_atomic_write_u64(&BatpakCtl->pending_events, 0);
 	if (writer_recover())
 	{
 		pg_atomic_write_u64(&BatpakCtl->written_seq, W.next_seq - 1);
 		pg_atomic_write_u64(&BatpakCtl->durable_seq, W.next_seq - 1);
-		pg_write_barrier();
-		pg_atomic_write_u64(&BatpakCtl->visible_seq, W.next_seq - 1);
+
+		/*
+		 * Settle the transactions whose markers the segments lack: the clog
+		 * knows their outcome (PostgreSQL finished its own recovery before
+		 * starting us).  Ones still in progress (only this process died)
+		 * stay pending until their backends end them.  This serves no
+		 * request: nobody submits before we are ready.  It also publishes
+		 * the visible frontier.
+		 */
+		W.sweep_due = true;
+		(void) writer_serve_group(group);
 		BatpakCtl->ready_at = GetCurrentTimestamp();
 		ereport(LOG,
 				(errmsg("batpak writer ready: " UINT64_FORMAT " events in %u segments, recovered in %ld ms",
@@ -1564,6 +2163,15 @@ batpak_writer_main(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
+
+		/*
+		 * Once a second, settle the pending transactions that ended without
+		 * telling us (their backend's wait for us timed out).
+		 */
+		if (hash_get_num_entries(W.txns) > 0 &&
+			TimestampDifferenceExceeds(W.last_sweep, GetCurrentTimestamp(),
+									   BATPAK_SWEEP_INTERVAL_MS))
+			W.sweep_due = true;
 
 		/* drain: serve groups until no request is waiting */
 		while (writer_serve_group(group) > 0)
@@ -1587,6 +2195,11 @@ batpak_writer_main(Datum main_arg)
 		if (W.unsynced)
 		{
 			timeout = batpak_flush_delay_ms;
+			events |= WL_TIMEOUT;
+		}
+		if (hash_get_num_entries(W.txns) > 0)
+		{
+			timeout = timeout < 0 ? BATPAK_SWEEP_INTERVAL_MS : Min(timeout, BATPAK_SWEEP_INTERVAL_MS);
 			events |= WL_TIMEOUT;
 		}
 		(void) WaitLatch(MyLatch, events, timeout, PG_WAIT_EXTENSION);

@@ -16,7 +16,9 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = new_batpak_node('torn');
+# Immediate mode: these tests count and cut frames, and a transactional
+# append adds a resolution marker after each event (009 covers those).
+my $node = new_batpak_node('torn', "batpak.transactional = off\n");
 my $segname = '00000001.seg';
 my $segpath = segment_dir($node) . "/$segname";
 

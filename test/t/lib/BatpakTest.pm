@@ -240,7 +240,7 @@ sub _uuid
 use constant {
 	SEG_HEADER_SIZE   => 64,
 	FRAME_HEADER_SIZE => 8,
-	BODY_FIXED_SIZE   => 92,
+	BODY_FIXED_SIZE   => 108,
 	FLAG_BATCH_BEGIN  => 1,
 	FLAG_BATCH_END    => 2,
 };
@@ -296,6 +296,8 @@ sub parse_segment
 			(@f{qw(global_sequence entity_sequence)}) = unpack('Q< Q<', $body);
 			$f{event_id} = _uuid(substr($body, 16, 16));
 			$f{flags} = unpack('V', substr($body, 72, 4));
+			(@f{qw(xid top_xid)}) = unpack('Q< Q<', substr($body, 92, 16));
+			$f{marker} = ($f{flags} & 0x60) ? 1 : 0;
 			($elen, $slen, $klen, $ilen, $plen, $mlen) =
 			  unpack('v v v v V V', substr($body, 76, 16));
 			my $p = BODY_FIXED_SIZE;
