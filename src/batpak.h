@@ -385,9 +385,10 @@ extern void batpak_frame_build(char *dst, const BatpakEventReq *ev,
 							   TimestampTz committed_at, uint32 flags,
 							   uint64 xid, uint64 top_xid,
 							   const uint8 *prev_hash, uint8 *event_hash_out);
-#define BATPAK_MARKER_SIZE	(BATPAK_FRAME_HEADER_SIZE + BATPAK_BODY_FIXED_SIZE + 2 * BATPAK_HASH_LEN)
-extern void batpak_marker_build(char *dst, uint32 flags, uint64 xid,
-								uint64 top_xid);
+extern Size batpak_marker_size(int nxids);
+extern void batpak_marker_build(char *dst, uint32 flags, uint64 top_xid,
+								const uint64 *xids, int nxids);
+extern uint64 batpak_marker_xid(const BatpakFrame *f, int i);
 #define BATPAK_DECODE_OK			0
 #define BATPAK_DECODE_INCOMPLETE	1	/* runs past the bytes available */
 #define BATPAK_DECODE_CORRUPT		2

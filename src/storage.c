@@ -234,26 +234,48 @@ batpak_frame_build(char *dst, const BatpakEventReq *ev,
 
 /*
  * Write a resolution marker (see writer.c): a frame without event fields
- * that records the end of a transaction's pending events.  COMMIT names the
- * top-level transaction; ABORT names the (sub)transaction whose events are
- * discarded (all of them when xid is the top-level one).
+ * that records the end of pending events, batpak_marker_size(nxids) bytes.
+ * COMMIT names the top-level transaction.  ABORT names the top-level
+ * transaction and, in its payload, the (sub)transactions whose events are
+ * discarded together; with none listed, all of the transaction's events
+ * are.  One marker per resolution: a rolled-back savepoint takes its
+ * committed children with it, and their events only form the end of each
+ * stream all together.
  */
-void
-batpak_marker_build(char *dst, uint32 flags, uint64 xid, uint64 top_xid)
+Size
+batpak_marker_size(int nxids)
 {
-	uint32		body_len = BATPAK_MARKER_SIZE - BATPAK_FRAME_HEADER_SIZE;
+	return BATPAK_FRAME_HEADER_SIZE + BATPAK_BODY_FIXED_SIZE +
+		(Size) nxids * sizeof(uint64) + 2 * BATPAK_HASH_LEN;
+}
+
+void
+batpak_marker_build(char *dst, uint32 flags, uint64 top_xid,
+					const uint64 *xids, int nxids)
+{
+	uint32		body_len = (uint32) (batpak_marker_size(nxids) - BATPAK_FRAME_HEADER_SIZE);
 	char	   *body = dst + BATPAK_FRAME_HEADER_SIZE;
 	pg_crc32c	crc;
 
 	memset(body, 0, body_len);
 	put_u32(body + 72, flags);
-	put_u64(body + 92, xid);
+	put_u32(body + 84, (uint32) (nxids * sizeof(uint64)));
+	put_u64(body + 92, top_xid);
 	put_u64(body + 100, top_xid);
+	for (int i = 0; i < nxids; i++)
+		put_u64(body + BATPAK_BODY_FIXED_SIZE + i * sizeof(uint64), xids[i]);
 	INIT_CRC32C(crc);
 	COMP_CRC32C(crc, body, body_len);
 	FIN_CRC32C(crc);
 	put_u32(dst, body_len);
 	put_u32(dst + 4, crc);
+}
+
+/* The i-th xid listed in a decoded ABORT marker */
+uint64
+batpak_marker_xid(const BatpakFrame *f, int i)
+{
+	return get_u64(f->payload + i * sizeof(uint64));
 }
 
 /*
@@ -330,8 +352,10 @@ batpak_frame_decode(const char *frame, Size avail, BatpakFrame *f,
 		if (f->flags != BATPAK_FLAG_MARKER_COMMIT &&
 			f->flags != BATPAK_FLAG_MARKER_ABORT)
 			*why = "inconsistent marker flags";
-		else if (f->global_seq != 0 || f->entity_seq != 0 || strings != 0 ||
-				 f->xid == 0 || f->top_xid == 0)
+		else if (f->global_seq != 0 || f->entity_seq != 0 ||
+				 strings != f->payload_len || f->payload_len % sizeof(uint64) != 0 ||
+				 ((f->flags & BATPAK_FLAG_MARKER_COMMIT) && f->payload_len != 0) ||
+				 f->xid == 0 || f->xid != f->top_xid)
 			*why = "inconsistent marker fields";
 	}
 	else if (f->global_seq == 0 || f->entity_seq == 0 || f->entity_len == 0 ||

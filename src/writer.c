@@ -432,15 +432,16 @@ writer_txn_remove(WriterTxn *t)
 }
 
 /*
- * Discard the pending events of (sub)transaction xid, or all of them: hide
- * them, forget their idempotency keys and cut their streams back so that
- * the entity sequences are used again.  The events of a subtransaction that
- * rolled back are the end of each stream they touch (an event appended
- * after them belongs to the same subtransaction or one below it), so going
- * backwards, each cut removes the stream's last event.
+ * Discard the pending events of the (sub)transactions xids[0..nxids), or
+ * all of them: hide them, forget their idempotency keys and cut their
+ * streams back so that the entity sequences are used again.  The set is
+ * every (sub)transaction that rolled back: a subtransaction's rollback
+ * takes its committed children along, so the set holds every event
+ * appended to a stream after the first one it holds, and going backwards
+ * in global order each cut removes the stream's last event.
  */
 static void
-writer_txn_discard(WriterTxn *t, uint64 xid, bool all)
+writer_txn_discard(WriterTxn *t, const uint64 *xids, int nxids, bool all)
 {
 	Size		kept = 0;
 	Size		gone = 0;
@@ -448,8 +449,11 @@ writer_txn_discard(WriterTxn *t, uint64 xid, bool all)
 	for (Size i = t->nevents; i-- > 0;)
 	{
 		WriterPub  *p = &t->events[i];
+		bool		hit = all;
 
-		if (!all && p->xid != xid)
+		for (int j = 0; j < nxids && !hit; j++)
+			hit = (p->xid == xids[j]);
+		if (!hit)
 			continue;
 		batpak_index_set_seq_pos(&W.idx, p->global_seq, p->pos | BATPAK_POS_HIDDEN);
 		batpak_index_stream_truncate(&W.idx, p->key, p->entity_seq - 1, p->prev_hash);
@@ -534,9 +538,10 @@ writer_xid_status(uint64 fxid)
 static char *writer_reserve(Size len);
 
 static void
-writer_emit_marker(uint32 flags, uint64 xid, uint64 top)
+writer_emit_marker(uint32 flags, uint64 top, const uint64 *xids, int nxids)
 {
-	batpak_marker_build(writer_reserve(BATPAK_MARKER_SIZE), flags, xid, top);
+	batpak_marker_build(writer_reserve(batpak_marker_size(nxids)), flags, top,
+						xids, nxids);
 }
 
 /*
@@ -575,10 +580,10 @@ writer_resolve_txn(WriterTxn *t, XLogRecPtr commit_lsn)
 		}
 		aborted[naborted++] = x;
 	}
-	for (int j = 0; j < naborted; j++)
+	if (naborted > 0)
 	{
-		writer_txn_discard(t, aborted[j], false);
-		writer_emit_marker(BATPAK_FLAG_MARKER_ABORT, aborted[j], top);
+		writer_txn_discard(t, aborted, naborted, false);
+		writer_emit_marker(BATPAK_FLAG_MARKER_ABORT, top, aborted, naborted);
 	}
 	pfree(aborted);
 
@@ -593,7 +598,7 @@ writer_resolve_txn(WriterTxn *t, XLogRecPtr commit_lsn)
 	else if (status == XS_COMMITTED)
 	{
 		writer_txn_commit(t);
-		writer_emit_marker(BATPAK_FLAG_MARKER_COMMIT, top, top);
+		writer_emit_marker(BATPAK_FLAG_MARKER_COMMIT, top, NULL, 0);
 		/* the marker must not reach the disk before the commit record */
 		if (XLogRecPtrIsInvalid(commit_lsn))
 			commit_lsn = GetXLogInsertRecPtr();
@@ -601,8 +606,8 @@ writer_resolve_txn(WriterTxn *t, XLogRecPtr commit_lsn)
 	}
 	else
 	{
-		writer_txn_discard(t, top, true);
-		writer_emit_marker(BATPAK_FLAG_MARKER_ABORT, top, top);
+		writer_txn_discard(t, NULL, 0, true);
+		writer_emit_marker(BATPAK_FLAG_MARKER_ABORT, top, NULL, 0);
 		writer_txn_remove(t);
 	}
 }
@@ -1773,7 +1778,13 @@ writer_scan_segment(uint32 segno, int fd, uint64 file_size, bool newest,
 					writer_txn_commit(t);
 				else
 				{
-					writer_txn_discard(t, f.xid, f.xid == f.top_xid);
+					int			nxids = (int) (f.payload_len / sizeof(uint64));
+					uint64	   *xids = palloc(sizeof(uint64) * Max(nxids, 1));
+
+					for (int i = 0; i < nxids; i++)
+						xids[i] = batpak_marker_xid(&f, i);
+					writer_txn_discard(t, xids, nxids, nxids == 0);
+					pfree(xids);
 					if (t->nevents == 0)
 						writer_txn_remove(t);
 				}

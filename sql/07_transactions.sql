@@ -1,0 +1,108 @@
+-- Transactional visibility inside one session: read-your-own-writes,
+-- rollback and savepoints, the stats counters, PREPARE TRANSACTION, and
+-- immediate mode.  (What other sessions see is in specs/.)
+SELECT written_sequence AS base FROM batpak.stats \gset
+SELECT transactions_committed AS c0, transactions_aborted AS a0,
+       events_discarded AS d0 FROM batpak.stats \gset
+SHOW batpak.transactional;
+
+-- own pending events are visible to get, read_stream, stream_version,
+-- walk_ancestors; read_all stops at the visible frontier
+BEGIN;
+SELECT event_id AS first_id FROM batpak.append('tx-own', 'tx', 'opened', '{"n": 1}') \gset
+SELECT event_id AS second_id
+  FROM batpak.append('tx-own', 'tx', 'renamed', '{"n": 2}', NULL, 1, NULL, NULL, :'first_id') \gset
+SELECT entity_sequence, kind, payload FROM batpak.read_stream('tx-own');
+SELECT batpak.stream_version('tx-own');
+SELECT kind FROM batpak.get(:'second_id');
+SELECT kind FROM batpak.walk_ancestors(:'second_id');
+SELECT count(*) AS read_all_sees FROM batpak.read_all(:base);
+SELECT entity, events, ok FROM batpak.verify_chain('tx-own');
+SELECT pending_transactions, pending_events, visible_sequence = :base AS frontier_held
+  FROM batpak.stats;
+COMMIT;
+SELECT entity_sequence, kind FROM batpak.read_stream('tx-own');
+SELECT count(*) AS read_all_sees FROM batpak.read_all(:base);
+SELECT pending_transactions, pending_events, visible_sequence = written_sequence AS frontier_free
+  FROM batpak.stats;
+
+-- rollback: gone, entity sequence used again, the idempotency key free again
+BEGIN;
+SELECT event_id AS gone_id, global_sequence AS gone_seq
+  FROM batpak.append('tx-own', 'tx', 'doomed', '{}', NULL, 2, 'tx-key-1') \gset
+SELECT entity_sequence FROM batpak.append('tx-other', 'tx', 'doomed', '{}');
+ROLLBACK;
+SELECT batpak.get(:'gone_id') IS NULL AS gone;
+SELECT batpak.stream_version('tx-own') AS own_version, batpak.stream_version('tx-other') AS other_version;
+SELECT entity_sequence, global_sequence > :gone_seq AS after_the_gap
+  FROM batpak.append('tx-own', 'tx', 'kept', '{}', NULL, 2, 'tx-key-1');
+SELECT entity_sequence, kind FROM batpak.read_stream('tx-own');
+SELECT count(*) AS events, count(*) FILTER (WHERE global_sequence = :gone_seq) AS gone_seen
+  FROM batpak.read_all(:base);
+SELECT entity, events, ok FROM batpak.verify_chain('tx-own');
+
+-- savepoints: a rolled-back savepoint's events go, a released one's stay
+BEGIN;
+SELECT entity_sequence FROM batpak.append('tx-sp', 'tx', 'a', '{}');
+SAVEPOINT s1;
+SELECT entity_sequence FROM batpak.append('tx-sp', 'tx', 'b', '{}');
+SAVEPOINT s2;
+SELECT entity_sequence FROM batpak.append('tx-sp', 'tx', 'c', '{}');
+RELEASE SAVEPOINT s2;
+SELECT batpak.stream_version('tx-sp') AS before_rollback;
+ROLLBACK TO SAVEPOINT s1;
+SELECT batpak.stream_version('tx-sp') AS after_rollback;
+SELECT entity_sequence FROM batpak.append('tx-sp', 'tx', 'd', '{}');
+-- an error inside a savepoint discards that savepoint's events only
+SAVEPOINT s3;
+SELECT entity_sequence FROM batpak.append('tx-sp', 'tx', 'e', '{}');
+SELECT try($$SELECT batpak.append('tx-sp', 'tx', 'f', '{}', NULL, 99)$$);
+ROLLBACK TO SAVEPOINT s3;
+COMMIT;
+SELECT entity_sequence, kind FROM batpak.read_stream('tx-sp');
+SELECT entity, events, ok FROM batpak.verify_chain('tx-sp');
+
+-- PREPARE TRANSACTION with pending events is refused (the transaction
+-- rolls back); without batpak events it is not our business
+BEGIN;
+SELECT entity_sequence FROM batpak.append('tx-2pc', 'tx', 'k', '{}');
+PREPARE TRANSACTION 'batpak_2pc';
+BEGIN;
+SELECT entity_sequence FROM batpak.append('tx-2pc', 'tx', 'k', '{}');
+\set VERBOSITY sqlstate
+PREPARE TRANSACTION 'batpak_2pc';
+\set VERBOSITY default
+SELECT batpak.stream_version('tx-2pc') AS after_prepare;
+BEGIN;
+CREATE TABLE no_batpak (x int);
+PREPARE TRANSACTION 'no_batpak_2pc';
+ROLLBACK PREPARED 'no_batpak_2pc';
+SELECT to_regclass('no_batpak') IS NULL AS rolled_back;
+SELECT count(*) AS prepared FROM pg_prepared_xacts;
+
+-- immediate mode: visible at once, a rollback does not undo it
+SET batpak.transactional = off;
+BEGIN;
+SELECT entity_sequence FROM batpak.append('tx-imm', 'tx', 'k', '{}');
+ROLLBACK;
+SELECT batpak.stream_version('tx-imm') AS immediate_survives_rollback;
+RESET batpak.transactional;
+
+-- mixing: an immediate append to an entity with pending events of the same
+-- transaction is refused (it would commit after uncommitted events)
+BEGIN;
+SELECT entity_sequence FROM batpak.append('tx-mix', 'tx', 'k', '{}');
+SET LOCAL batpak.transactional = off;
+SELECT try($$SELECT batpak.append('tx-mix', 'tx', 'k', '{}')$$);
+SELECT entity_sequence FROM batpak.append('tx-mix-2', 'tx', 'k', '{}');
+COMMIT;
+SELECT entity, entity_sequence, kind FROM batpak.read_all(:base)
+ WHERE entity LIKE 'tx-mix%' ORDER BY global_sequence;
+
+-- the counters: commits of transactions that appended, rollbacks
+-- (savepoints included) and discarded events
+SELECT transactions_committed - :c0 AS committed,
+       transactions_aborted - :a0 AS aborted,
+       events_discarded - :d0 AS discarded,
+       pending_transactions, pending_events
+  FROM batpak.stats;
