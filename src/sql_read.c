@@ -4,10 +4,15 @@
  *	  SQL entry points that read: get, read_stream, read_all, stream_version,
  *	  walk_ancestors, read_correlated and the stats row.
  *
- * Readers never talk to the writer: they read the visible frontier, look
- * positions up in the shared index and pread the frames.  Everything at or
- * below the frontier is complete and immutable (see index.c and writer.c),
- * so a reader needs no lock beyond the index's own partition locks.
+ * Readers never talk to the writer: they read the frontiers, look positions
+ * up in the shared index and read the frames.  Every frame entered in the
+ * index is complete and immutable (see index.c and writer.c); what may
+ * change is an event's state, kept in its position's flag bits: pending
+ * events are visible only inside their own transaction (checked against
+ * the xids in the frame, batpak_frame_is_mine), rolled-back ones to nobody.
+ * read_all goes no further than the visible frontier, below which nothing
+ * is pending.  A reader needs no lock beyond the index's own partition
+ * locks.
  *
  *-------------------------------------------------------------------------
  */
