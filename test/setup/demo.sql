@@ -68,10 +68,27 @@ SELECT global_sequence, entity, kind FROM batpak.read_correlated(:'placed_event_
 SELECT global_sequence, entity, kind
 FROM batpak.walk_ancestors((SELECT event_id FROM batpak.read_stream('order-1001', 1, 1)));
 
--- 9. Every entity's hash chain, recomputed from the segment files.
+-- 9. The outbox pattern: events commit and roll back with the transaction.
+--    Inside the transaction the event is visible to us only; after ROLLBACK
+--    it is gone, and the entity sequence is given to the next append.
+CREATE TEMP TABLE orders (id text PRIMARY KEY, status text);
+BEGIN;
+INSERT INTO orders VALUES ('order-1002', 'placed');
+SELECT entity_sequence FROM batpak.append('order-1002', 'shop', 'order.placed', '{"customer": "bob"}');
+SELECT batpak.stream_version('order-1002') AS seen_inside_the_transaction;
+ROLLBACK;
+SELECT batpak.stream_version('order-1002') AS after_rollback,
+       (SELECT count(*) FROM orders) AS orders_after_rollback;
+BEGIN;
+INSERT INTO orders VALUES ('order-1002', 'placed');
+SELECT entity_sequence FROM batpak.append('order-1002', 'shop', 'order.placed', '{"customer": "bob"}');
+COMMIT;
+SELECT entity_sequence, kind FROM batpak.read_stream('order-1002');
+
+-- 10. Every entity's hash chain, recomputed from the segment files.
 SELECT * FROM batpak.verify_chain();
 
--- 10. The writer's figures.
+-- 11. The writer's figures.
 \x on
 SELECT * FROM batpak.stats;
 \x off
