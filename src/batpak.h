@@ -136,13 +136,18 @@ typedef struct BatpakSlot
 	dsa_pointer request;		/* BatpakRequest in the index DSA */
 
 	/*
-	 * Transaction end: the backend stores the commit LSN, then the full
-	 * top-level xid of a transaction that appended (after a barrier), and
-	 * sets the writer's latch; the writer resolves the transaction's events
-	 * and sets resolve_top back to 0.  See xact.c.
+	 * Transaction ends: the backend stores the commit LSN and the full
+	 * top-level xid of a transaction that appended (or of one whose
+	 * savepoint rolled back), then bumps resolve_gen (with a write barrier
+	 * before) and sets the writer's latch.  The writer remembers in
+	 * resolved_gen (its own field) the last generation it settled.  A later
+	 * announcement may replace an earlier one before the writer looks: that
+	 * is safe, see xact.c.
 	 */
-	pg_atomic_uint64 resolve_top;
+	pg_atomic_uint64 resolve_gen;
+	uint64		resolve_top;
 	uint64		resolve_lsn;
+	uint64		resolved_gen;	/* writer only */
 } BatpakSlot;
 
 /* Counters shown by batpak.stats */
@@ -444,12 +449,11 @@ extern BatpakRequest *batpak_request_create(uint32 nevents, Size events_size);
 extern void batpak_release_request_buffer(void);
 extern void batpak_request_done(void);
 extern BatpakRequest *batpak_submit_and_wait(BatpakRequest *req);
-extern bool batpak_writer_unanswered;
 
 /* xact.c */
 extern void batpak_xact_prepare_request(BatpakRequest *req);
 extern void batpak_xact_wait(TransactionId xid);
-extern bool batpak_frame_is_mine(const BatpakFrame *f);
+extern bool batpak_pending_visible(const BatpakFrame *f, bool *in_progress);
 extern uint64 batpak_my_top_xid(void);
 
 /* writer.c */

@@ -286,9 +286,9 @@ batpak_index_stream_commit(BatpakIndex *idx, const uint8 *key)
 }
 
 /*
- * Cut the stream's pending events back to last_seq, whose hash is
- * last_hash (writer only): a rolled-back event's sequence is used again.
- * Only pending events can go.
+ * Remove the stream's last event, a pending one, leaving last_seq whose
+ * hash is last_hash (writer only): a rolled-back event's sequence is used
+ * again.  Anything else is a bug that would corrupt the stream: refuse.
  */
 void
 batpak_index_stream_truncate(BatpakIndex *idx, const uint8 *key,
@@ -299,7 +299,7 @@ batpak_index_stream_truncate(BatpakIndex *idx, const uint8 *key,
 
 	if (s == NULL)
 		elog(ERROR, "batpak index: discarding events of an unknown stream");
-	if (last_seq < s->committed_seq || last_seq >= s->last_seq)
+	if (last_seq < s->committed_seq || last_seq + 1 != s->last_seq)
 	{
 		committed = s->committed_seq;
 		dshash_release_lock(idx->streams, s);

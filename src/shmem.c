@@ -93,7 +93,7 @@ batpak_shmem_startup(void)
 		{
 			pg_atomic_init_u32(&BatpakCtl->slots[i].state, BATPAK_SLOT_IDLE);
 			BatpakCtl->slots[i].request = InvalidDsaPointer;
-			pg_atomic_init_u64(&BatpakCtl->slots[i].resolve_top, 0);
+			pg_atomic_init_u64(&BatpakCtl->slots[i].resolve_gen, 0);
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);

@@ -8,10 +8,9 @@
  * up in the shared index and read the frames.  Every frame entered in the
  * index is complete and immutable (see index.c and writer.c); what may
  * change is an event's state, kept in its position's flag bits: pending
- * events are visible only inside their own transaction (checked against
- * the xids in the frame, batpak_frame_is_mine), rolled-back ones to nobody.
- * read_all goes no further than the visible frontier, below which nothing
- * is pending.  A reader needs no lock beyond the index's own partition
+ * events are visible as the clog says (batpak_pending_visible in xact.c),
+ * rolled-back ones to nobody.  read_all stops at the first event whose
+ * transaction has not ended.  A reader needs no lock beyond the index's own partition
  * locks.
  *
  *-------------------------------------------------------------------------
@@ -202,32 +201,46 @@ batpak_entity_key(text *entity, uint8 *key)
 
 /*
  * May this session see the published event at seq?  Committed events are
- * visible to all, pending ones only inside their own transaction, rolled-
- * back ones to nobody.  Reads the frame into *f.
+ * visible to all, pending ones as the clog says (batpak_pending_visible),
+ * rolled-back ones to nobody.  Reads the frame into *f.  *in_progress (if
+ * given) is set when the event's transaction has not ended.
  */
+static bool
+batpak_visible_frame_ex(BatpakIndex *idx, uint64 seq, BatpakFrame *f,
+						bool *in_progress)
+{
+	uint64		pos = batpak_index_seq_pos(idx, seq);
+	bool		running = false;
+	bool		visible = true;
+
+	if (pos & BATPAK_POS_HIDDEN)
+		visible = false;
+	else
+	{
+		batpak_read_frame(pos, f);
+		if (pos & BATPAK_POS_PENDING)
+			visible = batpak_pending_visible(f, &running);
+	}
+	if (in_progress)
+		*in_progress = running;
+	return visible;
+}
+
 bool
 batpak_visible_frame(BatpakIndex *idx, uint64 seq, BatpakFrame *f)
 {
-	uint64		pos = batpak_index_seq_pos(idx, seq);
-
-	if (pos & BATPAK_POS_HIDDEN)
-		return false;
-	batpak_read_frame(pos, f);
-	if (pos & BATPAK_POS_PENDING)
-		return batpak_frame_is_mine(f);
-	return true;
+	return batpak_visible_frame_ex(idx, seq, f, NULL);
 }
 
 /*
  * Number of the entity's events this session sees: the committed ones,
- * plus, inside the transaction that holds the rest, its own pending ones
- * (they are the end of the stream).
+ * then those of the pending ones at the end of the stream that are visible
+ * (up to the first that is not: a stream stays dense).
  */
 uint64
 batpak_visible_stream_count(BatpakIndex *idx, const uint8 *key)
 {
 	BatpakStreamHead head;
-	uint64		my_top = batpak_my_top_xid();
 	uint64	   *seqs;
 	uint64		count;
 	int			n;
@@ -235,9 +248,8 @@ batpak_visible_stream_count(BatpakIndex *idx, const uint8 *key)
 	if (!batpak_index_stream_head(idx, key, &head))
 		return 0;
 	count = head.committed_seq;
-	if (my_top == 0 || head.pending_top != my_top)
+	if (head.last_seq == head.committed_seq)
 		return count;
-	/* our own transaction holds the stream: nobody else changes it now */
 	seqs = batpak_index_stream_seqs(idx, key, head.committed_seq, PG_UINT64_MAX,
 									&head, &n);
 	for (int i = 0; i < n; i++)
@@ -315,13 +327,9 @@ batpak_read_stream(PG_FUNCTION_ARGS)
 		CHECK_FOR_INTERRUPTS();
 
 		/*
-		 * The committed events come first; of the pending ones after them
-		 * only our own transaction's are visible, and only up to the first
-		 * that is not (a stream stays dense).
+		 * The committed events come first, then pending ones, visible up
+		 * to the first that is not (a stream stays dense).
 		 */
-		if (after + i + 1 > head.committed_seq &&
-			(head.pending_top == 0 || head.pending_top != batpak_my_top_xid()))
-			break;
 		if (!batpak_out_seq(&out, seqs[i]))
 			break;
 	}
@@ -388,18 +396,38 @@ batpak_read_all(PG_FUNCTION_ARGS)
 	flt.prefix = PG_ARGISNULL(4) ? NULL : PG_GETARG_TEXT_PP(4);
 
 	batpak_out_begin(fcinfo, &out);
-	for (uint64 seq = after + 1; seq <= out.frontier && emitted < max_count; seq++)
+
+	/*
+	 * Up to the writer's visible frontier nothing is pending: every event is
+	 * committed or rolled back.  Past it, the clog may already know more than
+	 * the writer: go on while the pending events met have ended, and stop at
+	 * the first whose transaction has not (ours included), so that a reader
+	 * paging by global sequence never skips an event that commits later.
+	 */
+	for (uint64 seq = after + 1; seq <= out.published && emitted < max_count; seq++)
 	{
 		BatpakFrame f;
-
 		uint64		pos;
 
 		CHECK_FOR_INTERRUPTS();
-		/* below the frontier nothing is pending: rolled back, or visible */
 		pos = batpak_index_seq_pos(out.idx, seq);
 		if (pos & BATPAK_POS_HIDDEN)
 			continue;
-		batpak_read_frame(pos, &f);
+		if (seq <= out.frontier || !(pos & BATPAK_POS_PENDING))
+			batpak_read_frame(pos, &f);
+		else
+		{
+			bool		in_progress;
+
+			if (!batpak_visible_frame_ex(out.idx, seq, &f, &in_progress))
+			{
+				if (in_progress)
+					break;
+				continue;
+			}
+			if (in_progress)
+				break;			/* our own pending event */
+		}
 		if (!batpak_filter_match(&flt, &f))
 			continue;
 		batpak_out_frame(&out, &f);

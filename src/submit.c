@@ -40,9 +40,6 @@ typedef enum BatpakWaitResult
 } BatpakWaitResult;
 
 static uint64 batpak_request_counter = 0;
-
-/* The writer left our last request unanswered (we gave up on it) */
-bool		batpak_writer_unanswered = false;
 static bool batpak_exit_hook_registered = false;
 
 /*
@@ -157,8 +154,6 @@ batpak_abandon(BatpakSlot *slot)
 {
 	uint32		expected = BATPAK_SLOT_SUBMITTED;
 
-	/* unless it answered after all (DONE below), see xact.c */
-	batpak_writer_unanswered = true;
 	if (pg_atomic_compare_exchange_u32(&slot->state, &expected, BATPAK_SLOT_IDLE))
 		return BATPAK_SLOT_SUBMITTED;
 	if (expected == BATPAK_SLOT_PROCESSING)
@@ -180,7 +175,6 @@ batpak_abandon(BatpakSlot *slot)
 	/* DONE (possibly just now): we own the slot again */
 	if (expected != BATPAK_SLOT_DONE)
 		elog(ERROR, "batpak submission slot in unexpected state %u", expected);
-	batpak_writer_unanswered = false;
 	return BATPAK_SLOT_DONE;
 }
 
@@ -256,7 +250,6 @@ batpak_wait_reply(BatpakSlot *slot, TimestampTz deadline)
 			/* the reply was written before DONE: read it after seeing DONE */
 			pg_read_barrier();
 			batpak_take_reply(slot);
-			batpak_writer_unanswered = false;
 			return BATPAK_WAIT_DONE;
 		}
 		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);

@@ -10,8 +10,9 @@
  * Transactions (issue 3, see also xact.c): an event appended inside a
  * transaction is written and synced like any other, then entered in the
  * index as PENDING and kept in this process's table of pending transactions
- * (W.txns).  When the transaction ends, its backend tells us through its
- * slot (resolve_top) and waits; we read the outcome from the commit log
+ * (W.txns).  Readers decide a pending event's visibility from the clog
+ * themselves (xact.c).  When the transaction ends, its backend announces it
+ * through its slot (resolve_gen); we read the outcome from the commit log
  * (clog), never from the message, then commit the events (clear the flag)
  * or discard them (hide them and cut the streams back), and write a
  * resolution marker frame, so that the segments alone say what happened.
@@ -19,8 +20,9 @@
  *	- the outcome always comes from the clog: TransactionIdIsInProgress
  *	  first, then TransactionIdDidCommit, as heapam does;
  *	- a COMMIT marker is written only after the commit record is flushed in
- *	  the WAL (XLogFlush), so the segments never claim a commit that a crash
- *	  could take back from PostgreSQL;
+ *	  the WAL (XLogFlush in writer_write_pending, on every write path), so
+ *	  the segments never claim a commit that a crash could take back from
+ *	  PostgreSQL;
  *	- a marker is put in the group buffer before any frame that depends on
  *	  it (an entity sequence used again after a rollback);
  *	- an entity with pending events belongs to their transaction: a request
@@ -120,6 +122,7 @@ typedef struct WriterResolve
 	int			slotno;
 	uint64		top;
 	XLogRecPtr	lsn;
+	uint64		gen;
 } WriterResolve;
 
 /* Outcome of building a request */
@@ -199,8 +202,7 @@ typedef struct WriterState
 	int			ngroup;
 	WriterResolve *resolves;
 	XLogRecPtr	marker_lsn;		/* WAL to flush before the buffer is written:
-								 * commit records of COMMIT markers, xid
-								 * records of transactional frames */
+								 * commit records of COMMIT markers */
 	bool		sweep_due;
 	TimestampTz last_sweep;
 	uint64		wait_xid;		/* set with BUILD_WAIT */
@@ -476,11 +478,17 @@ writer_txn_discard(WriterTxn *t, const uint64 *xids, int nxids, bool all)
 static void
 writer_txn_commit(WriterTxn *t)
 {
+	/*
+	 * Positions first, streams second: a reader that finds a stream's
+	 * committed_seq moved finds its events' positions committed too.
+	 */
+	for (Size i = 0; i < t->nevents; i++)
+		batpak_index_set_seq_pos(&W.idx, t->events[i].global_seq, t->events[i].pos);
+	pg_write_barrier();
 	for (Size i = 0; i < t->nevents; i++)
 	{
 		WriterPub  *p = &t->events[i];
 
-		batpak_index_set_seq_pos(&W.idx, p->global_seq, p->pos);
 		if (i == 0 || memcmp(p->key, t->events[i - 1].key, BATPAK_KEY_LEN) != 0)
 		{
 			batpak_index_stream_commit(&W.idx, p->key);
@@ -796,6 +804,16 @@ writer_write_pending(void)
 
 	if (len == 0)
 		return;
+
+	/*
+	 * Commit markers follow their commit records to disk (see the header).
+	 * Here, because a rotation writes the group's bytes too.
+	 */
+	if (!XLogRecPtrIsInvalid(W.marker_lsn))
+	{
+		XLogFlush(W.marker_lsn);
+		W.marker_lsn = InvalidXLogRecPtr;
+	}
 	writer_pwrite(W.fd, W.segno, W.buf + W.pend_buf_off, len, W.write_off - len);
 	W.pend_buf_off = W.buf_len;
 	pg_atomic_fetch_add_u64(&BatpakCtl->counters.bytes_written, len);
@@ -1350,7 +1368,7 @@ writer_collect(WriterGroupReq *group)
 	return n;
 }
 
-/* Transaction ends announced through the slots */
+/* Transaction ends announced through the slots since we last looked */
 static int
 writer_collect_resolves(WriterResolve *out)
 {
@@ -1359,15 +1377,20 @@ writer_collect_resolves(WriterResolve *out)
 	for (int i = 0; i < BatpakCtl->nslots; i++)
 	{
 		BatpakSlot *slot = &BatpakCtl->slots[i];
-		uint64		top = pg_atomic_read_u64(&slot->resolve_top);
+		uint64		gen = pg_atomic_read_u64(&slot->resolve_gen);
 
-		if (top == 0)
+		if (gen == slot->resolved_gen)
 			continue;
-		/* the backend stored resolve_lsn before resolve_top */
+		/*
+		 * The backend stored top and lsn before bumping the generation.  A
+		 * newer announcement may have replaced them since: then we settle
+		 * that one, and look again at its generation next time.
+		 */
 		pg_read_barrier();
 		out[n].slotno = i;
-		out[n].top = top;
+		out[n].top = slot->resolve_top;
 		out[n].lsn = slot->resolve_lsn;
+		out[n].gen = gen;
 		n++;
 	}
 	return n;
@@ -1377,15 +1400,7 @@ static void
 writer_ack_resolves(WriterResolve *res, int n)
 {
 	for (int i = 0; i < n; i++)
-	{
-		BatpakSlot *slot = &BatpakCtl->slots[res[i].slotno];
-		uint64		expected = res[i].top;
-
-		/* a newer announcement, if any, stays for the next group */
-		(void) pg_atomic_compare_exchange_u64(&slot->resolve_top, &expected, 0);
-		if (slot->latch != NULL)
-			SetLatch(slot->latch);
-	}
+		BatpakCtl->slots[res[i].slotno].resolved_gen = res[i].gen;
 }
 
 static void
@@ -1419,6 +1434,16 @@ writer_serve_group(WriterGroupReq *group)
 	 * (The compare-and-exchange in writer_collect is a full barrier.)
 	 */
 	nres = writer_collect_resolves(W.resolves);
+
+	/*
+	 * Once a second, settle the pending transactions that ended without
+	 * our hearing of it; checked here, so that a steady stream of requests
+	 * cannot put it off.
+	 */
+	if (hash_get_num_entries(W.txns) > 0 &&
+		TimestampDifferenceExceeds(W.last_sweep, GetCurrentTimestamp(),
+								   BATPAK_SWEEP_INTERVAL_MS))
+		W.sweep_due = true;
 	if (n == 0 && nres == 0 && !W.sweep_due)
 		return 0;
 
@@ -1458,23 +1483,10 @@ writer_serve_group(WriterGroupReq *group)
 		writer_process_request(&group[i], committed_at);
 		if (group[i].ok && group[i].req->synchronous)
 			sync = true;
-		/* the xids in the frames must be in the WAL first, see xact.c */
-		if (group[i].ok && group[i].req->xid_lsn != 0)
-			W.marker_lsn = Max(W.marker_lsn, (XLogRecPtr) group[i].req->xid_lsn);
 	}
 
 	if (W.buf_len > W.pend_buf_off || W.next_seq > first_seq)
 	{
-		/*
-		 * Commit markers follow their commit records to disk, and frames
-		 * follow the WAL record of their xid.
-		 */
-		if (!XLogRecPtrIsInvalid(W.marker_lsn))
-		{
-			XLogFlush(W.marker_lsn);
-			W.marker_lsn = InvalidXLogRecPtr;
-		}
-
 		/*
 		 * A failed write or sync leaves the files in an unknown state (a
 		 * failed fsync may even have dropped dirty pages): answer the group
@@ -2094,6 +2106,9 @@ void
 batpak_writer_main(Datum main_arg)
 {
 	WriterGroupReq *group;
+	uint64		saved_committed;
+	uint64		saved_aborted;
+	uint64		saved_discarded;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
@@ -2138,8 +2153,15 @@ batpak_writer_main(Datum main_arg)
 	pg_atomic_write_u64(&BatpakCtl->visible_seq, 0);
 	pg_atomic_write_u64(&BatpakCtl->pending_transactions, 0);
 	pg_atomic_write_u64(&BatpakCtl->pending_events, 0);
+	saved_committed = pg_atomic_read_u64(&BatpakCtl->counters.transactions_committed);
+	saved_aborted = pg_atomic_read_u64(&BatpakCtl->counters.transactions_aborted);
+	saved_discarded = pg_atomic_read_u64(&BatpakCtl->counters.events_discarded);
 	if (writer_recover())
 	{
+		/* replaying markers is not settling transactions: keep the counters */
+		pg_atomic_write_u64(&BatpakCtl->counters.transactions_committed, saved_committed);
+		pg_atomic_write_u64(&BatpakCtl->counters.transactions_aborted, saved_aborted);
+		pg_atomic_write_u64(&BatpakCtl->counters.events_discarded, saved_discarded);
 		pg_atomic_write_u64(&BatpakCtl->written_seq, W.next_seq - 1);
 		pg_atomic_write_u64(&BatpakCtl->durable_seq, W.next_seq - 1);
 
@@ -2152,7 +2174,26 @@ batpak_writer_main(Datum main_arg)
 		 * the visible frontier.
 		 */
 		W.sweep_due = true;
-		(void) writer_serve_group(group);
+		PG_TRY();
+		{
+			(void) writer_serve_group(group);
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			/* e.g. an xid the clog cannot answer for: fail closed, say why */
+			MemoryContextSwitchTo(TopMemoryContext);
+			edata = CopyErrorData();
+			FlushErrorState();
+			writer_fail_store("cannot settle the pending transactions of the segments: %s",
+							  edata->message);
+			FreeErrorData(edata);
+		}
+		PG_END_TRY();
+	}
+	if (pg_atomic_read_u32(&BatpakCtl->state) == BATPAK_STATE_RECOVERING)
+	{
 		BatpakCtl->ready_at = GetCurrentTimestamp();
 		ereport(LOG,
 				(errmsg("batpak writer ready: " UINT64_FORMAT " events in %u segments, recovered in %ld ms",
@@ -2174,15 +2215,6 @@ batpak_writer_main(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-
-		/*
-		 * Once a second, settle the pending transactions that ended without
-		 * telling us (their backend's wait for us timed out).
-		 */
-		if (hash_get_num_entries(W.txns) > 0 &&
-			TimestampDifferenceExceeds(W.last_sweep, GetCurrentTimestamp(),
-									   BATPAK_SWEEP_INTERVAL_MS))
-			W.sweep_due = true;
 
 		/* drain: serve groups until no request is waiting */
 		while (writer_serve_group(group) > 0)

@@ -9,21 +9,35 @@
  * With batpak.transactional on (the default), an append assigns the
  * transaction an xid and sends both the top-level and the current
  * (sub)transaction's full xid; the writer stores them in the frames and
- * keeps the events pending (see writer.c).  At the end of the transaction
- * (XACT_EVENT_COMMIT / XACT_EVENT_ABORT), and at the rollback of a
- * subtransaction, we announce the top-level xid in our slot and wait for
- * the writer to settle it, so that when COMMIT returns every session sees
- * the events, and when ROLLBACK (TO SAVEPOINT) returns the entity sequences
- * are free again.  Both callbacks run after the clog has the outcome and
- * before our locks are released (xact.c in PostgreSQL: RecordTransaction*,
- * ProcArrayEndTransaction, CallXactCallbacks, ResourceOwnerRelease), so a
- * transaction waiting for ours (XactLockTableWait) wakes up only after the
- * writer has settled it.  The writer reads the outcome from the clog, never
- * from us: the announcement is only a wake-up, and the wait is bounded.
- * If the writer is slow or gone, the wait ends at batpak.writer_timeout and
- * the writer settles the transaction later (its once-a-second sweep, or
- * recovery).  The callbacks run with interrupts held and must not fail, so
- * they never raise an error.
+ * keeps the events pending (see writer.c).
+ *
+ * Who decides what a reader sees: the clog, exactly as for heap tuples.  A
+ * pending event is visible to another session once TransactionIdDidCommit
+ * says its (sub)transaction committed (after TransactionIdIsInProgress says
+ * it has ended), to its own transaction while its subtransaction has not
+ * rolled back, and never after a rollback (batpak_pending_visible).  So
+ * COMMIT does not wait for the writer: when it returns, the clog says
+ * committed and every session sees the events.  The writer settles pending
+ * events in the index later (commit: clear the flag; rollback: hide the
+ * events and cut the streams back for the entity sequences to be used
+ * again) and records the outcome in a marker frame, so that the segments
+ * alone say what happened after the clog is truncated.
+ *
+ * At the end of the transaction (XACT_EVENT_COMMIT / XACT_EVENT_ABORT) and
+ * at the rollback of a subtransaction we announce the top-level xid in our
+ * slot and set the writer's latch, without waiting: the callbacks run with
+ * interrupts held and must not fail, and nothing depends on the writer
+ * being quick.  Ordering makes a lost announcement harmless:
+ *	- a later announcement of ours replaces an earlier one only after we
+ *	  appended again in between (a transaction without batpak appends does
+ *	  not announce), and the writer collects announcements after the
+ *	  requests of each group, so it has seen the earlier one by then;
+ *	- a savepoint's rollback is announced before our next append of the
+ *	  same transaction is submitted, so the writer cuts the streams back
+ *	  before it builds that append;
+ *	- another transaction that wants one of our entities waits for our xid
+ *	  and its next request makes the writer settle us from the clog
+ *	  (BUILD_RESOLVE in writer.c); a once-a-second sweep settles the rest.
  *
  * An xid stored in a segment must never be handed out again: after a crash,
  * PostgreSQL sets its next xid past the xids it finds in the WAL (and in
@@ -31,10 +45,13 @@
  * the crash can be reused by a new transaction, whose commit would then
  * wrongly commit our pending events.  So the first append of each
  * (sub)transaction writes a tiny WAL record (a transactional logical
- * message, prefix "batpak.xid") carrying the xid, and the writer flushes
- * the WAL up to it before it writes the frames (xid_lsn in the request).
- * A subtransaction's xid is greater than its parents', so its record covers
- * them too.
+ * message, prefix "batpak.xid") carrying the xid, and flushes the WAL up to
+ * it before it submits the request (the writer never writes a frame with an
+ * xid whose record could still be lost).  The flush is ours, not the
+ * writer's, so that concurrent backends share it with each other's commit
+ * flushes (PostgreSQL's own group flush) instead of adding a serial step to
+ * every writer group.  A subtransaction's xid is greater than its
+ * parents', so its record covers them too.
  *
  * PREPARE TRANSACTION is refused when the transaction appended: a prepared
  * transaction would hold its entities across restarts, and the writer could
@@ -52,6 +69,7 @@
 #include "replication/message.h"
 #include "storage/lmgr.h"
 #include "storage/proc.h"
+#include "storage/procarray.h"
 
 #include "batpak.h"
 
@@ -59,9 +77,8 @@
 static uint64 batpak_pending_top = 0;
 static bool batpak_callbacks_registered = false;
 
-/* The last (sub)xid whose WAL record we wrote, and where it ends */
+/* The last (sub)xid whose WAL record we wrote and flushed */
 static TransactionId batpak_logged_xid = InvalidTransactionId;
-static XLogRecPtr batpak_logged_lsn = InvalidXLogRecPtr;
 
 uint64
 batpak_my_top_xid(void)
@@ -72,77 +89,54 @@ batpak_my_top_xid(void)
 }
 
 /*
- * Is this frame one of our own transaction's pending events, appended by a
- * subtransaction that has not rolled back?  (TransactionIdIsCurrentTransactionId
- * knows the subtransactions of ours that are still alive or committed.)
+ * May this session see an event whose index position says PENDING (f is
+ * its frame)?  Its own transaction's events while their subtransaction is
+ * alive or committed; another transaction's once it has committed.
+ * *in_progress tells read_all's frontier that the outcome is not known yet.
  */
 bool
-batpak_frame_is_mine(const BatpakFrame *f)
+batpak_pending_visible(const BatpakFrame *f, bool *in_progress)
 {
-	if (f->top_xid == 0 || f->top_xid != batpak_my_top_xid())
+	TransactionId xid = XidFromFullTransactionId(FullTransactionIdFromU64(f->xid));
+
+	*in_progress = false;
+	if (f->top_xid == batpak_my_top_xid())
+	{
+		/*
+		 * Ours: visible to us, and still to be committed, unless its
+		 * subtransaction rolled back (then it never will be).
+		 */
+		*in_progress = TransactionIdIsCurrentTransactionId(xid);
+		return *in_progress;
+	}
+	if (TransactionIdIsInProgress(xid))
+	{
+		*in_progress = true;
 		return false;
-	return TransactionIdIsCurrentTransactionId(
-		XidFromFullTransactionId(FullTransactionIdFromU64(f->xid)));
+	}
+	return TransactionIdDidCommit(xid);
 }
 
 /*
- * Announce the end of (a subtransaction of) transaction top to the writer
- * and wait until it has settled it, at most batpak.writer_timeout.  Never
- * raises an error: called from transaction callbacks.
- *
- * A rollback does not wait when the writer left our last request
- * unanswered (we gave up on it: cancel, timeout): that is how a cancelled
- * append against a stuck writer ends, and the user is owed a prompt
- * answer.  Nothing depends on that wait for correctness: a transaction
- * that wants our entities makes the writer settle us first.
+ * Announce the end of (a subtransaction of) transaction top to the writer.
+ * Never raises an error: called from transaction callbacks.
  */
 static void
-batpak_resolve_and_wait(uint64 top, XLogRecPtr lsn, bool commit)
+batpak_announce_end(uint64 top, XLogRecPtr lsn)
 {
 	BatpakSlot *slot;
 	Latch	   *writer_latch;
-	TimestampTz deadline;
 
 	if (BatpakCtl == NULL || MyProc == NULL)
 		return;
 	slot = &BatpakCtl->slots[MyProc->pgprocno];
-	slot->latch = MyLatch;
+	slot->resolve_top = top;
 	slot->resolve_lsn = lsn;
 	pg_write_barrier();
-	pg_atomic_write_u64(&slot->resolve_top, top);
+	pg_atomic_fetch_add_u64(&slot->resolve_gen, 1);
 	writer_latch = BatpakCtl->writer_latch;
 	if (writer_latch != NULL)
 		SetLatch(writer_latch);
-	if (!commit && batpak_writer_unanswered)
-		return;
-
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-										   batpak_writer_timeout_ms);
-	for (;;)
-	{
-		long		remaining;
-		int			rc;
-
-		if (pg_atomic_read_u64(&slot->resolve_top) != top)
-			break;
-		/* nobody to settle it now: the next writer's recovery will */
-		if (pg_atomic_read_u32(&BatpakCtl->state) != BATPAK_STATE_READY)
-			break;
-		remaining = (long) TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
-														   deadline);
-		if (remaining <= 0)
-		{
-			ereport(LOG,
-					(errmsg("batpak writer did not confirm the end of transaction " UINT64_FORMAT " within batpak.writer_timeout; it settles it later",
-							top)));
-			break;
-		}
-		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_POSTMASTER_DEATH,
-					   Min(remaining, 1000), PG_WAIT_EXTENSION);
-		if (rc & WL_POSTMASTER_DEATH)
-			break;
-		ResetLatch(MyLatch);
-	}
 }
 
 static void
@@ -160,20 +154,12 @@ batpak_xact_callback(XactEvent event, void *arg)
 					 errhint("Append with batpak.transactional = off, or commit the transaction without two-phase commit.")));
 			break;
 		case XACT_EVENT_COMMIT:
-			{
-				uint64		top = batpak_pending_top;
-
-				batpak_pending_top = 0;
-				batpak_resolve_and_wait(top, XactLastCommitEnd, true);
-			}
+			batpak_announce_end(batpak_pending_top, XactLastCommitEnd);
+			batpak_pending_top = 0;
 			break;
 		case XACT_EVENT_ABORT:
-			{
-				uint64		top = batpak_pending_top;
-
-				batpak_pending_top = 0;
-				batpak_resolve_and_wait(top, InvalidXLogRecPtr, false);
-			}
+			batpak_announce_end(batpak_pending_top, InvalidXLogRecPtr);
+			batpak_pending_top = 0;
 			break;
 		default:
 			break;
@@ -187,7 +173,7 @@ batpak_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	/* a rolled-back savepoint discards the events appended since */
 	if (event == SUBXACT_EVENT_ABORT_SUB && batpak_pending_top != 0 &&
 		TransactionIdIsValid(GetCurrentTransactionIdIfAny()))
-		batpak_resolve_and_wait(batpak_pending_top, InvalidXLogRecPtr, false);
+		batpak_announce_end(batpak_pending_top, InvalidXLogRecPtr);
 }
 
 /*
@@ -213,10 +199,12 @@ batpak_xact_prepare_request(BatpakRequest *req)
 		req->xid = U64FromFullTransactionId(GetCurrentFullTransactionId());
 		if (GetCurrentTransactionId() != batpak_logged_xid)
 		{
-			batpak_logged_lsn = LogLogicalMessage("batpak.xid", "", 0, true);
+			XLogRecPtr	lsn = LogLogicalMessage("batpak.xid", "", 0, true);
+
+			XLogFlush(lsn);
 			batpak_logged_xid = GetCurrentTransactionId();
 		}
-		req->xid_lsn = batpak_logged_lsn;
+		req->xid_lsn = 0;
 		batpak_pending_top = req->top_xid;
 	}
 	else
