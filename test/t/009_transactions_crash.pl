@@ -52,6 +52,35 @@ is($node->safe_psql('postgres',
 		q{SELECT entity_sequence FROM batpak.append('a-ent', 'tx', 'next', '{}')}),
 	'2', 'A: its entity sequence is used again');
 
+# --- the entity wait is a lock wait: visible in pg_locks, cancellable ----------
+
+my $holder = $node->background_psql('postgres', on_error_stop => 0);
+my $waiter = $node->background_psql('postgres', on_error_stop => 0);
+$holder->query_safe('BEGIN');
+$holder->query_safe(q{SELECT batpak.append('w-ent', 'tx', 'held', '{}')});
+$waiter->query_until(qr/started/, q{\echo started
+SELECT batpak.append('w-ent', 'tx', 'waiting', '{}');
+});
+ok( $node->poll_query_until('postgres',
+		q{SELECT count(*) = 1 FROM pg_stat_activity
+		   WHERE wait_event_type = 'Lock' AND wait_event = 'transactionid'
+		     AND query LIKE '%w-ent%waiting%'}),
+	'wait: the second append waits on the first transaction\'s xid');
+is( $node->safe_psql('postgres',
+		q{SELECT pg_cancel_backend(pid) FROM pg_stat_activity
+		   WHERE query LIKE '%w-ent%waiting%' AND pid <> pg_backend_pid()}),
+	't', 'wait: pg_cancel_backend');
+ok( $node->poll_query_until('postgres',
+		q{SELECT count(*) = 0 FROM pg_stat_activity
+		   WHERE wait_event_type = 'Lock' AND query LIKE '%w-ent%waiting%'}),
+	'wait: the cancelled append stopped waiting');
+$holder->query_safe('COMMIT');
+$waiter->quit;
+$holder->quit;
+like($waiter->{stderr}, qr/canceling statement due to user request/,
+	'wait: the cancelled append failed with the cancel');
+is(stream_text('w-ent'), '1:held', 'wait: the cancelled append wrote nothing');
+
 # --- B: the writer never learns of the COMMIT / ROLLBACK ----------------------
 
 my $s1 = $node->background_psql('postgres', on_error_stop => 0);
