@@ -202,7 +202,8 @@ typedef struct WriterState
 	int			ngroup;
 	WriterResolve *resolves;
 	XLogRecPtr	marker_lsn;		/* WAL to flush before the buffer is written:
-								 * commit records of COMMIT markers */
+								 * commit records of COMMIT markers, xid
+								 * records of transactional frames */
 	bool		sweep_due;
 	TimestampTz last_sweep;
 	uint64		wait_xid;		/* set with BUILD_WAIT */
@@ -806,8 +807,9 @@ writer_write_pending(void)
 		return;
 
 	/*
-	 * Commit markers follow their commit records to disk (see the header).
-	 * Here, because a rotation writes the group's bytes too.
+	 * Commit markers follow their commit records to disk, and frames the
+	 * WAL records of their xids (see the header and xact.c).  Here, because
+	 * a rotation writes the group's bytes too.
 	 */
 	if (!XLogRecPtrIsInvalid(W.marker_lsn))
 	{
@@ -1483,6 +1485,9 @@ writer_serve_group(WriterGroupReq *group)
 		writer_process_request(&group[i], committed_at);
 		if (group[i].ok && group[i].req->synchronous)
 			sync = true;
+		/* the xids in the frames must be in the WAL first, see xact.c */
+		if (group[i].ok && group[i].req->xid_lsn != 0)
+			W.marker_lsn = Max(W.marker_lsn, (XLogRecPtr) group[i].req->xid_lsn);
 	}
 
 	if (W.buf_len > W.pend_buf_off || W.next_seq > first_seq)
