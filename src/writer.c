@@ -145,6 +145,7 @@ typedef struct WriterGroupReq
 	dsa_pointer dp;
 	BatpakRequest *req;
 	bool		ok;
+	bool		abandoned;		/* the backend gave up waiting for it */
 	Size		pub_start;
 	Size		pub_end;
 } WriterGroupReq;
@@ -684,8 +685,26 @@ static WriterBuild
 writer_check_pending(BatpakRequest *req, uint64 top, uint64 xid, bool append,
 					 bool retried)
 {
-	if (top == 0 || top == req->top_xid)
+	if (top == 0)
 		return BUILD_OK;
+	if (top == req->top_xid)
+	{
+		/*
+		 * Our own transaction's events.  If the one in question (for an
+		 * append, the first pending one of the entity) belongs to a
+		 * subtransaction that has rolled back and we were not told yet
+		 * (see writer_ack_resolves), settle before using it.  This request
+		 * is the transaction's only one in the group, so settling it here
+		 * is safe.
+		 */
+		if (xid != req->xid && !retried &&
+			writer_xid_status(xid) == XS_ABORTED)
+		{
+			W.resolve_target = top;
+			return BUILD_RESOLVE;
+		}
+		return BUILD_OK;
+	}
 	if (top == req->requester_top)
 	{
 		if (!append)
@@ -1327,6 +1346,7 @@ writer_reply(WriterGroupReq *g)
 	{
 		/* the backend gave up on it: the request is ours to free */
 		Assert(expected == BATPAK_SLOT_ABANDONED);
+		g->abandoned = true;
 		dsa_free(W.area, g->dp);
 		pg_atomic_write_u32(&slot->state, BATPAK_SLOT_IDLE);
 	}
@@ -1364,6 +1384,7 @@ writer_collect(WriterGroupReq *group)
 		group[n].dp = slot->request;
 		group[n].req = dsa_get_address(W.area, slot->request);
 		group[n].ok = false;
+		group[n].abandoned = false;
 		bytes += group[n].req->total_size;
 		n++;
 	}
@@ -1398,11 +1419,25 @@ writer_collect_resolves(WriterResolve *out)
 	return n;
 }
 
+/*
+ * Record the announcements as settled.  Not one from a backend whose
+ * request of this group it had abandoned: that request was submitted before
+ * the announcement (the backend gave up waiting, then rolled a savepoint
+ * back), so it was built after we settled and its events of the rolled-back
+ * subtransaction are published only now; the next group settles again.
+ */
 static void
-writer_ack_resolves(WriterResolve *res, int n)
+writer_ack_resolves(WriterResolve *res, int n, WriterGroupReq *group, int ngroup)
 {
 	for (int i = 0; i < n; i++)
-		BatpakCtl->slots[res[i].slotno].resolved_gen = res[i].gen;
+	{
+		bool		again = false;
+
+		for (int j = 0; j < ngroup && !again; j++)
+			again = group[j].abandoned && group[j].slotno == res[i].slotno;
+		if (!again)
+			BatpakCtl->slots[res[i].slotno].resolved_gen = res[i].gen;
+	}
 }
 
 static void
@@ -1457,7 +1492,7 @@ writer_serve_group(WriterGroupReq *group)
 		snprintf(msg, sizeof(msg), "batpak store is unavailable: %s", BatpakCtl->failure);
 		LWLockRelease(&BatpakCtl->lock);
 		writer_refuse_all(group, n, ERRCODE_DATA_CORRUPTED, msg, NULL);
-		writer_ack_resolves(W.resolves, nres);
+		writer_ack_resolves(W.resolves, nres, group, n);
 		W.sweep_due = false;
 		return n + nres;
 	}
@@ -1558,7 +1593,7 @@ writer_serve_group(WriterGroupReq *group)
 
 	for (int i = 0; i < n; i++)
 		writer_reply(&group[i]);
-	writer_ack_resolves(W.resolves, nres);
+	writer_ack_resolves(W.resolves, nres, group, n);
 	W.group = NULL;
 	W.ngroup = 0;
 	return n + nres;
@@ -2187,7 +2222,12 @@ batpak_writer_main(Datum main_arg)
 		{
 			ErrorData  *edata;
 
-			/* e.g. an xid the clog cannot answer for: fail closed, say why */
+			/*
+			 * E.g. an xid the clog cannot answer for: fail closed and say
+			 * why.  The error may have left locks held (XactTruncationLock in
+			 * writer_xid_status): we stay up, so release them.
+			 */
+			LWLockReleaseAll();
 			MemoryContextSwitchTo(TopMemoryContext);
 			edata = CopyErrorData();
 			FlushErrorState();

@@ -28,10 +28,12 @@
  * slot and set the writer's latch, without waiting: the callbacks run with
  * interrupts held and must not fail, and nothing depends on the writer
  * being quick.  Ordering makes a lost announcement harmless:
- *	- a later announcement of ours replaces an earlier one only after we
- *	  appended again in between (a transaction without batpak appends does
- *	  not announce), and the writer collects announcements after the
- *	  requests of each group, so it has seen the earlier one by then;
+ *	- a later announcement of ours normally replaces an earlier one only
+ *	  after we appended again in between (a transaction without batpak
+ *	  appends does not announce), and the writer collects announcements
+ *	  after the requests of each group, so it has seen the earlier one by
+ *	  then; when an append failed before reaching the writer, an end may go
+ *	  unannounced, and the next two rules cover it;
  *	- a savepoint's rollback is announced before our next append of the
  *	  same transaction is submitted, so the writer cuts the streams back
  *	  before it builds that append;
