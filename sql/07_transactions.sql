@@ -62,6 +62,18 @@ COMMIT;
 SELECT entity_sequence, kind FROM batpak.read_stream('tx-sp');
 SELECT entity, events, ok FROM batpak.verify_chain('tx-sp');
 
+-- a key used in a rolled-back savepoint is free again in the same
+-- transaction, and the event appended with it then is the new one
+BEGIN;
+SAVEPOINT k1;
+SELECT entity_sequence FROM batpak.append('tx-key-sp', 'tx', 'first', '{}', NULL, NULL, 'tx-key-sp');
+ROLLBACK TO SAVEPOINT k1;
+SELECT entity_sequence FROM batpak.append('tx-key-sp', 'tx', 'second', '{}', NULL, NULL, 'tx-key-sp');
+SELECT kind FROM batpak.append('tx-key-sp-other', 'tx', 'third', '{}', NULL, NULL, 'tx-key-sp') r
+  JOIN batpak.read_stream('tx-key-sp') s ON s.event_id = r.event_id;
+COMMIT;
+SELECT entity_sequence, kind FROM batpak.read_stream('tx-key-sp');
+
 -- PREPARE TRANSACTION with pending events is refused (the transaction
 -- rolls back); without batpak events it is not our business
 BEGIN;
