@@ -32,7 +32,8 @@ OBJS = \
 	src/sql_write.o \
 	src/sql_read.o \
 	src/verify.o \
-	src/xact.o
+	src/xact.o \
+	src/gates.o
 DATA = batpak--1.0.sql
 PGFILEDESC = "batpak - event store with a background writer"
 

@@ -129,6 +129,116 @@ LANGUAGE C VOLATILE ROWS 100;
 
 CREATE VIEW batpak.stats AS SELECT * FROM batpak.stats_row();
 
+-- Gates (caller-defined): see src/gates.c and the README.
+
+CREATE TABLE batpak.gate_definitions (
+    name           text PRIMARY KEY,
+    check_function regprocedure NOT NULL,
+    scope          text,
+    kinds          text[],
+    entity_prefix  text,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    created_by     name NOT NULL DEFAULT current_user
+);
+-- pg_dump keeps the rows (extension configuration); regprocedure dumps the
+-- function's signature, so a restore finds it again by name.
+SELECT pg_catalog.pg_extension_config_dump('batpak.gate_definitions', '');
+
+-- Every row is checked, whichever way it arrives (gate_create, a direct
+-- INSERT, pg_restore).
+CREATE FUNCTION batpak.gate_definitions_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p pg_catalog.pg_proc%ROWTYPE;
+BEGIN
+    IF NEW.name IS NULL OR NEW.name = '' OR octet_length(NEW.name) > 255
+       OR NEW.name ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'invalid gate name %', coalesce(quote_literal(NEW.name), 'NULL')
+            USING ERRCODE = '22023',
+                  DETAIL = 'A gate name is non-empty text of at most 255 bytes without control characters.';
+    END IF;
+    SELECT * INTO p FROM pg_catalog.pg_proc WHERE oid = NEW.check_function;
+    IF p.prokind <> 'f' OR p.pronargs <> 1 OR p.proretset
+       OR p.proargtypes[0] <> 'batpak.new_event'::regtype
+       OR p.prorettype <> 'text'::regtype THEN
+        RAISE EXCEPTION 'function % cannot be a gate', NEW.check_function
+            USING ERRCODE = '42P13',
+                  DETAIL = 'A gate function takes one batpak.new_event and returns text (NULL: pass, text: the denial message), and returns no set.';
+    END IF;
+    IF NEW.scope IS NOT NULL AND (NEW.scope = '' OR NEW.scope ~ '[[:cntrl:]]') THEN
+        RAISE EXCEPTION 'invalid scope filter %', quote_literal(NEW.scope) USING ERRCODE = '22023';
+    END IF;
+    IF NEW.entity_prefix IS NOT NULL AND (NEW.entity_prefix = '' OR NEW.entity_prefix ~ '[[:cntrl:]]') THEN
+        RAISE EXCEPTION 'invalid entity_prefix filter %', quote_literal(NEW.entity_prefix) USING ERRCODE = '22023';
+    END IF;
+    IF NEW.kinds IS NOT NULL AND (array_position(NEW.kinds, NULL) IS NOT NULL
+                                  OR array_ndims(NEW.kinds) > 1) THEN
+        RAISE EXCEPTION 'kinds filter must be a one-dimensional array without NULLs' USING ERRCODE = '22023';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER gate_definitions_check BEFORE INSERT OR UPDATE ON batpak.gate_definitions
+    FOR EACH ROW EXECUTE FUNCTION batpak.gate_definitions_check();
+
+CREATE FUNCTION batpak.gates_changed() RETURNS trigger
+AS 'MODULE_PATHNAME', 'batpak_gates_changed'
+LANGUAGE C;
+CREATE TRIGGER gate_definitions_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON batpak.gate_definitions
+    FOR EACH STATEMENT EXECUTE FUNCTION batpak.gates_changed();
+
+CREATE FUNCTION batpak.gate_create(name text, "check" regprocedure, scope text DEFAULT NULL,
+                                   kinds text[] DEFAULT NULL, entity_prefix text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF "check" IS NULL THEN
+        RAISE EXCEPTION 'check must not be null' USING ERRCODE = '22004';
+    END IF;
+    INSERT INTO batpak.gate_definitions (name, check_function, scope, kinds, entity_prefix)
+    VALUES (gate_create.name, "check", gate_create.scope, gate_create.kinds,
+            gate_create.entity_prefix);
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'gate "%" already exists', gate_create.name USING ERRCODE = '42710';
+END
+$$;
+
+CREATE FUNCTION batpak.gate_drop(name text)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM batpak.gate_definitions g WHERE g.name = gate_drop.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'gate "%" does not exist', gate_drop.name USING ERRCODE = '42704';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION batpak.evaluate_gates(entity text, scope text, kind text, payload jsonb,
+                                      metadata jsonb DEFAULT NULL)
+RETURNS TABLE(gate text, message text)
+AS 'MODULE_PATHNAME', 'batpak_evaluate_gates'
+LANGUAGE C VOLATILE ROWS 10;
+
+CREATE VIEW batpak.gates AS
+    SELECT name AS gate, check_function, scope, kinds, entity_prefix, created_at, created_by
+      FROM batpak.gate_definitions ORDER BY name COLLATE "C";
+
+-- Dropping a gate's function (or its schema) removes the gate with it.
+CREATE FUNCTION batpak.gates_on_drop() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM batpak.gate_definitions g
+     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p WHERE p.oid = g.check_function);
+END
+$$;
+CREATE EVENT TRIGGER batpak_gates_on_drop ON sql_drop
+    WHEN TAG IN ('DROP FUNCTION', 'DROP ROUTINE', 'DROP SCHEMA', 'DROP OWNED')
+    EXECUTE FUNCTION batpak.gates_on_drop();
+
 -- Nothing for PUBLIC: see the README's privileges section for the grants.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA batpak FROM PUBLIC;
 REVOKE ALL ON batpak.stats FROM PUBLIC;
+REVOKE ALL ON batpak.gates FROM PUBLIC;
+REVOKE ALL ON batpak.gate_definitions FROM PUBLIC;

@@ -118,6 +118,24 @@ batpak_define_gucs(void)
 							 0,
 							 NULL, NULL, NULL);
 
+	DefineCustomBoolVariable("batpak.record_denials",
+							 "Whether a gate's denial is appended to the entity's stream as a batpak.denial event.",
+							 NULL,
+							 &batpak_record_denials,
+							 false,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("batpak.gate_bypass_reason",
+							   "Reason for skipping the gates (superusers and members of batpak_admin only).",
+							   "Appends made while it is set skip the gates and record the reason and the role in their metadata.",
+							   &batpak_gate_bypass_reason,
+							   "",
+							   PGC_USERSET,
+							   0,
+							   batpak_gate_bypass_check, NULL, NULL);
+
 	MarkGUCPrefixReserved("batpak");
 }
 

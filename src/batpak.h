@@ -19,6 +19,8 @@
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "utils/dsa.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -463,9 +465,31 @@ extern PGDLLEXPORT void batpak_writer_main(Datum main_arg);
 extern void batpak_event_values(const BatpakFrame *f, Datum *values, bool *nulls);
 extern int	batpak_sort_seqs(uint64 *seqs, int n);
 
+/* Fields of one proposed event, as given by the caller */
+typedef struct BatpakNewEvent
+{
+	text	   *entity;
+	text	   *scope;
+	text	   *kind;
+	Jsonb	   *payload;
+	Jsonb	   *metadata;		/* NULL when absent */
+	bool		has_expected;
+	int64		expected_sequence;
+	text	   *idem;			/* NULL when absent */
+	pg_uuid_t  *correlation_id; /* NULL when absent */
+	pg_uuid_t  *causation_id;	/* NULL when absent */
+} BatpakNewEvent;
+
+/* gates.c */
+extern bool batpak_record_denials;
+extern char *batpak_gate_bypass_reason;
+extern bool batpak_gate_bypass_check(char **newval, void **extra, GucSource source);
+extern void batpak_gates_apply(BatpakNewEvent *e, int item);
+
 /* sql_write.c: input checks shared with other entry points */
 extern void batpak_check_coordinate(const char *what, const char *s, Size len,
 									Size maxlen);
 extern void batpak_check_kind(const char *s, Size len);
+extern void batpak_append_system_event(const BatpakNewEvent *e);
 
 #endif							/* BATPAK_H */

@@ -28,20 +28,6 @@
 PG_FUNCTION_INFO_V1(batpak_append);
 PG_FUNCTION_INFO_V1(batpak_append_batch);
 
-/* Fields of one proposed event, as given by the caller */
-typedef struct BatpakNewEvent
-{
-	text	   *entity;
-	text	   *scope;
-	text	   *kind;
-	Jsonb	   *payload;
-	Jsonb	   *metadata;		/* NULL when absent */
-	bool		has_expected;
-	int64		expected_sequence;
-	text	   *idem;			/* NULL when absent */
-	pg_uuid_t  *correlation_id; /* NULL when absent */
-	pg_uuid_t  *causation_id;	/* NULL when absent */
-} BatpakNewEvent;
 
 void
 batpak_check_coordinate(const char *what, const char *s, Size len, Size maxlen)
@@ -101,7 +87,7 @@ batpak_require_item(bool isnull, const char *field, int item)
 
 /* Check one event and return the size of its request item */
 static Size
-batpak_check_event(const BatpakNewEvent *e)
+batpak_check_event(const BatpakNewEvent *e, bool system)
 {
 	Size		size;
 	Size		limit = (Size) batpak_max_event_size_kb * 1024;
@@ -110,7 +96,11 @@ batpak_check_event(const BatpakNewEvent *e)
 							VARSIZE_ANY_EXHDR(e->entity), BATPAK_MAX_COORD_LEN);
 	batpak_check_coordinate("scope", VARDATA_ANY(e->scope),
 							VARSIZE_ANY_EXHDR(e->scope), BATPAK_MAX_COORD_LEN);
-	batpak_check_kind(VARDATA_ANY(e->kind), VARSIZE_ANY_EXHDR(e->kind));
+	if (system)
+		batpak_check_coordinate("kind", VARDATA_ANY(e->kind),
+								VARSIZE_ANY_EXHDR(e->kind), BATPAK_MAX_KIND_LEN);
+	else
+		batpak_check_kind(VARDATA_ANY(e->kind), VARSIZE_ANY_EXHDR(e->kind));
 	if (e->idem)
 		batpak_check_coordinate("idempotency key", VARDATA_ANY(e->idem),
 								VARSIZE_ANY_EXHDR(e->idem), BATPAK_MAX_COORD_LEN);
@@ -232,7 +222,10 @@ batpak_append(PG_FUNCTION_ARGS)
 	e.correlation_id = PG_ARGISNULL(7) ? NULL : PG_GETARG_UUID_P(7);
 	e.causation_id = PG_ARGISNULL(8) ? NULL : PG_GETARG_UUID_P(8);
 
-	itemsize = batpak_check_event(&e);
+	(void) batpak_check_event(&e, false);
+	batpak_gates_apply(&e, 0);
+	/* a gate bypass adds to the metadata */
+	itemsize = batpak_check_event(&e, false);
 	req = batpak_request_create(1, itemsize);
 	req->batch = false;
 	(void) batpak_pack_event(req->events, &e, itemsize);
@@ -254,6 +247,34 @@ batpak_append(PG_FUNCTION_ARGS)
 		batpak_request_done();
 		PG_RETURN_DATUM(HeapTupleGetDatum(tuple));
 	}
+}
+
+/*
+ * Append an event of batpak's own (a reserved kind, no gates), in immediate
+ * mode: it stays whatever the calling transaction does.  Used to record a
+ * gate's denial.
+ */
+void
+batpak_append_system_event(const BatpakNewEvent *e)
+{
+	bool		save = batpak_transactional;
+	Size		itemsize = batpak_check_event(e, true);
+	BatpakRequest *req;
+
+	batpak_transactional = false;
+	PG_TRY();
+	{
+		req = batpak_request_create(1, itemsize);
+		req->batch = false;
+		(void) batpak_pack_event(req->events, e, itemsize);
+		(void) batpak_submit_and_wait(req);
+		batpak_request_done();
+	}
+	PG_FINALLY();
+	{
+		batpak_transactional = save;
+	}
+	PG_END_TRY();
 }
 
 /* Read the fields of one batpak.new_event composite */
@@ -384,7 +405,16 @@ batpak_append_batch(PG_FUNCTION_ARGS)
 					 errmsg("event %d must not be null", i + 1)));
 		batpak_decode_new_event(DatumGetHeapTupleHeader(elems[i]), eventdesc, i + 1,
 								&events[i]);
-		sizes[i] = batpak_check_event(&events[i]);
+		(void) batpak_check_event(&events[i], false);
+	}
+	ReleaseTupleDesc(eventdesc);
+	batpak_check_batch_keys(events, n);
+
+	/* the gates see only valid events; one denial refuses the batch */
+	for (int i = 0; i < n; i++)
+	{
+		batpak_gates_apply(&events[i], i + 1);
+		sizes[i] = batpak_check_event(&events[i], false);
 		total += sizes[i];
 		if (total > BATPAK_MAX_REQUEST_SIZE)
 			ereport(ERROR,
@@ -392,8 +422,6 @@ batpak_append_batch(PG_FUNCTION_ARGS)
 					 errmsg("batch is too large"),
 					 errdetail("The events take more than %zu bytes.", BATPAK_MAX_REQUEST_SIZE)));
 	}
-	ReleaseTupleDesc(eventdesc);
-	batpak_check_batch_keys(events, n);
 
 	req = batpak_request_create(n, total);
 	req->batch = true;

@@ -1,0 +1,501 @@
+/*-------------------------------------------------------------------------
+ *
+ * gates.c
+ *	  Caller-defined gates: functions that may deny an append before it
+ *	  reaches the writer.
+ *
+ * A gate is a row of batpak.gate_definitions (see batpak--1.0.sql): a name,
+ * a function (batpak.new_event) RETURNS text and filters on scope, kinds
+ * and entity prefix.  Every append and every item of append_batch passes
+ * the matching gates in name order, in the appending backend, with the
+ * caller's privileges (an ordinary function call: the caller needs EXECUTE
+ * on it, and only a SECURITY DEFINER gate function runs as its owner, by
+ * its owner's choice).  NULL lets the event pass; text denies it: the
+ * append fails with BP002, naming the gate and carrying the text, and with
+ * batpak.record_denials on, a batpak.denial event is first appended to the
+ * entity's stream (in immediate mode: the denial stays recorded although
+ * the denied call's transaction rolls back).  An error raised by a gate
+ * function fails the append with that error.
+ *
+ * The definitions are cached per backend; a statement trigger on the table
+ * (batpak.gates_changed) sends a relcache invalidation for it, so that
+ * every backend reloads after a change commits, and this backend at once.
+ *
+ * batpak.gate_bypass_reason, settable only by superusers and members of
+ * the role batpak_admin, makes appends skip the gates; they carry the
+ * reason and the role in their metadata under "batpak.gate_bypass".
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <sodium.h>
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/inval.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/syscache.h"
+#include "utils/typcache.h"
+
+#include "batpak.h"
+
+PG_FUNCTION_INFO_V1(batpak_gates_changed);
+PG_FUNCTION_INFO_V1(batpak_evaluate_gates);
+
+#define BATPAK_ADMIN_ROLE		"batpak_admin"
+#define BATPAK_DENIAL_KIND		"batpak.denial"
+#define BATPAK_BYPASS_KEY		"batpak.gate_bypass"
+
+bool		batpak_record_denials = false;
+char	   *batpak_gate_bypass_reason = NULL;
+
+typedef struct BatpakGate
+{
+	char	   *name;
+	Oid			fn;
+	FmgrInfo	flinfo;
+	text	   *scope;			/* NULL: any */
+	int			nkinds;			/* -1: any */
+	text	  **kinds;
+	text	   *prefix;			/* NULL: any */
+} BatpakGate;
+
+static MemoryContext gate_cxt = NULL;
+static BatpakGate *gates = NULL;
+static int	ngates = 0;
+static bool gates_valid = false;
+static Oid	gate_table_oid = InvalidOid;
+static bool callback_registered = false;
+
+static void
+batpak_gates_invalidate(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == gate_table_oid)
+		gates_valid = false;
+}
+
+static Oid
+batpak_gate_table(void)
+{
+	Oid			nsp = get_namespace_oid("batpak", false);
+	Oid			rel = get_relname_relid("gate_definitions", nsp);
+
+	if (!OidIsValid(rel))
+		elog(ERROR, "batpak.gate_definitions does not exist");
+	return rel;
+}
+
+static text *
+batpak_copy_text(Datum d)
+{
+	return (text *) PG_DETOAST_DATUM_COPY(d);
+}
+
+/* (Re)load the gate definitions into this backend's cache */
+static void
+batpak_gates_load(void)
+{
+	MemoryContext oldcxt;
+	int			rc;
+
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(batpak_gates_invalidate, (Datum) 0);
+		callback_registered = true;
+	}
+	gate_table_oid = batpak_gate_table();
+	if (gate_cxt == NULL)
+		gate_cxt = AllocSetContextCreate(CacheMemoryContext, "batpak gates",
+										 ALLOCSET_SMALL_SIZES);
+	MemoryContextReset(gate_cxt);
+	gates = NULL;
+	ngates = 0;
+	/* invalidations from here on count: an earlier one is what we load */
+	gates_valid = true;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rc = SPI_execute("SELECT name, check_function::oid, scope, kinds, entity_prefix "
+					 "FROM batpak.gate_definitions ORDER BY name COLLATE \"C\"",
+					 true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read batpak.gate_definitions: %s", SPI_result_code_string(rc));
+
+	oldcxt = MemoryContextSwitchTo(gate_cxt);
+	gates = palloc0(sizeof(BatpakGate) * Max(SPI_processed, 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		BatpakGate *g = &gates[ngates];
+		bool		isnull;
+		Datum		d;
+
+		g->name = pstrdup(TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull)));
+		g->fn = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+		d = SPI_getbinval(tup, desc, 3, &isnull);
+		g->scope = isnull ? NULL : batpak_copy_text(d);
+		d = SPI_getbinval(tup, desc, 4, &isnull);
+		g->nkinds = -1;
+		if (!isnull)
+		{
+			Datum	   *elems;
+			bool	   *nulls;
+
+			deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT,
+							  &elems, &nulls, &g->nkinds);
+			g->kinds = palloc(sizeof(text *) * Max(g->nkinds, 1));
+			for (int k = 0; k < g->nkinds; k++)
+				g->kinds[k] = nulls[k] ? NULL : batpak_copy_text(elems[k]);
+		}
+		d = SPI_getbinval(tup, desc, 5, &isnull);
+		g->prefix = isnull ? NULL : batpak_copy_text(d);
+		if (!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(g->fn)))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_FUNCTION),
+					 errmsg("function of batpak gate \"%s\" no longer exists", g->name),
+					 errhint("Drop the gate with batpak.gate_drop.")));
+		fmgr_info_cxt(g->fn, &g->flinfo, gate_cxt);
+		ngates++;
+	}
+	MemoryContextSwitchTo(oldcxt);
+	SPI_finish();
+}
+
+static bool
+batpak_text_eq(const text *t, const char *s, Size len)
+{
+	return VARSIZE_ANY_EXHDR(t) == len && memcmp(VARDATA_ANY(t), s, len) == 0;
+}
+
+static bool
+batpak_gate_matches(const BatpakGate *g, const BatpakNewEvent *e)
+{
+	if (g->scope &&
+		!batpak_text_eq(g->scope, VARDATA_ANY(e->scope), VARSIZE_ANY_EXHDR(e->scope)))
+		return false;
+	if (g->prefix &&
+		(VARSIZE_ANY_EXHDR(g->prefix) > VARSIZE_ANY_EXHDR(e->entity) ||
+		 memcmp(VARDATA_ANY(g->prefix), VARDATA_ANY(e->entity),
+				VARSIZE_ANY_EXHDR(g->prefix)) != 0))
+		return false;
+	if (g->nkinds >= 0)
+	{
+		for (int k = 0; k < g->nkinds; k++)
+			if (g->kinds[k] &&
+				batpak_text_eq(g->kinds[k], VARDATA_ANY(e->kind), VARSIZE_ANY_EXHDR(e->kind)))
+				return true;
+		return false;
+	}
+	return true;
+}
+
+/* The event as a batpak.new_event value, for the gate functions */
+static Datum
+batpak_new_event_datum(const BatpakNewEvent *e)
+{
+	static Oid	typoid = InvalidOid;
+	TupleDesc	desc;
+	Datum		values[9];
+	bool		nulls[9];
+	HeapTuple	tup;
+
+	if (!OidIsValid(typoid))
+	{
+		typoid = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
+								 CStringGetDatum("new_event"),
+								 ObjectIdGetDatum(get_namespace_oid("batpak", false)));
+		if (!OidIsValid(typoid))
+			elog(ERROR, "type batpak.new_event does not exist");
+	}
+	desc = lookup_rowtype_tupdesc(typoid, -1);
+	memset(nulls, 0, sizeof(nulls));
+	values[0] = PointerGetDatum(e->entity);
+	values[1] = PointerGetDatum(e->scope);
+	values[2] = PointerGetDatum(e->kind);
+	values[3] = JsonbPGetDatum(e->payload);
+	values[4] = e->metadata ? JsonbPGetDatum(e->metadata) : (Datum) 0;
+	nulls[4] = e->metadata == NULL;
+	values[5] = Int64GetDatum(e->expected_sequence);
+	nulls[5] = !e->has_expected;
+	values[6] = e->idem ? PointerGetDatum(e->idem) : (Datum) 0;
+	nulls[6] = e->idem == NULL;
+	values[7] = e->correlation_id ? UUIDPGetDatum(e->correlation_id) : (Datum) 0;
+	nulls[7] = e->correlation_id == NULL;
+	values[8] = e->causation_id ? UUIDPGetDatum(e->causation_id) : (Datum) 0;
+	nulls[8] = e->causation_id == NULL;
+	tup = heap_form_tuple(desc, values, nulls);
+	ReleaseTupleDesc(desc);
+	return HeapTupleGetDatum(tup);
+}
+
+/* Run one gate: its denial message, or NULL when the event passes */
+static char *
+batpak_gate_run(BatpakGate *g, Datum event)
+{
+	LOCAL_FCINFO(fcinfo, 1);
+	AclResult	aclresult;
+	Datum		result;
+
+	aclresult = pg_proc_aclcheck(g->fn, GetUserId(), ACL_EXECUTE);
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(g->fn));
+	InitFunctionCallInfoData(*fcinfo, &g->flinfo, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = event;
+	fcinfo->args[0].isnull = false;
+	result = FunctionCallInvoke(fcinfo);
+	if (fcinfo->isnull)
+		return NULL;
+	return TextDatumGetCString(result);
+}
+
+static void
+batpak_gates_ensure(void)
+{
+	AcceptInvalidationMessages();
+	if (!gates_valid)
+		batpak_gates_load();
+}
+
+/* Append the denial as a batpak.denial event of the entity, if we can */
+static void
+batpak_record_denial(const BatpakNewEvent *e, const char *gate, const char *message)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	uint8		hash[BATPAK_HASH_LEN];
+	char		hex[BATPAK_HASH_LEN * 2 + 1];
+	StringInfoData buf;
+	BatpakNewEvent d;
+
+	{
+		/* of the payload's text form (payload::text), which SQL can redo */
+		char	   *ptext = JsonbToCString(NULL, &e->payload->root, VARSIZE(e->payload));
+
+		crypto_generichash(hash, sizeof(hash), (const unsigned char *) ptext,
+						   strlen(ptext), NULL, 0);
+	}
+	for (int i = 0; i < BATPAK_HASH_LEN; i++)
+		snprintf(hex + 2 * i, 3, "%02x", hash[i]);
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"gate\": ");
+	escape_json(&buf, gate);
+	appendStringInfoString(&buf, ", \"message\": ");
+	escape_json(&buf, message);
+	appendStringInfoString(&buf, ", \"proposed_kind\": ");
+	escape_json(&buf, text_to_cstring(e->kind));
+	appendStringInfo(&buf, ", \"payload_hash\": \"%s\"}", hex);
+
+	memset(&d, 0, sizeof(d));
+	d.entity = e->entity;
+	d.scope = e->scope;
+	d.kind = cstring_to_text(BATPAK_DENIAL_KIND);
+	d.payload = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+
+	/*
+	 * In a subtransaction, so that a failure to record (the entity held by
+	 * this transaction's pending events, the writer away) leaves the denial
+	 * itself to be reported, with a warning.
+	 */
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		batpak_append_system_event(&d);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		ereport(WARNING,
+				(errmsg("denial by gate \"%s\" not recorded: %s", gate, edata->message)));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+}
+
+/* Add the bypass reason and role to the event's metadata */
+static void
+batpak_mark_bypass(BatpakNewEvent *e)
+{
+	StringInfoData buf;
+	Jsonb	   *mark;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"" BATPAK_BYPASS_KEY "\": {\"reason\": ");
+	escape_json(&buf, batpak_gate_bypass_reason);
+	appendStringInfoString(&buf, ", \"role\": ");
+	escape_json(&buf, GetUserNameFromId(GetUserId(), false));
+	appendStringInfoString(&buf, "}}");
+	mark = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+	if (e->metadata == NULL)
+		e->metadata = mark;
+	else if (JB_ROOT_IS_OBJECT(e->metadata) && !JB_ROOT_IS_SCALAR(e->metadata))
+		e->metadata = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
+														 JsonbPGetDatum(e->metadata),
+														 JsonbPGetDatum(mark)));
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("metadata must be a JSON object when batpak.gate_bypass_reason is set"),
+				 errdetail("The bypass is recorded in the metadata under \"%s\".", BATPAK_BYPASS_KEY)));
+}
+
+/*
+ * Pass one proposed event through the gates (item: its 1-based place in a
+ * batch, 0 for a lone append).  Raises BP002 at the first denial.
+ */
+void
+batpak_gates_apply(BatpakNewEvent *e, int item)
+{
+	Datum		event = (Datum) 0;
+
+	if (batpak_gate_bypass_reason != NULL && batpak_gate_bypass_reason[0] != '\0')
+	{
+		batpak_mark_bypass(e);
+		return;
+	}
+	batpak_gates_ensure();
+	for (int i = 0; i < ngates; i++)
+	{
+		BatpakGate *g = &gates[i];
+		char	   *message;
+
+		if (!batpak_gate_matches(g, e))
+			continue;
+		if (event == (Datum) 0)
+			event = batpak_new_event_datum(e);
+		message = batpak_gate_run(g, event);
+		if (message == NULL)
+			continue;
+		/* the cache may be reloaded below: keep what we report */
+		{
+			char	   *gate = pstrdup(g->name);
+
+			if (batpak_record_denials)
+				batpak_record_denial(e, gate, message);
+			ereport(ERROR,
+					(errcode(ERRCODE_BATPAK_GATE_DENIED),
+					 errmsg("append denied by gate \"%s\": %s", gate, message),
+					 item > 0 ? errdetail("Event %d of the batch was denied; nothing was written.", item) : 0));
+		}
+	}
+}
+
+/* Trigger function: the gate table changed, make every backend reload */
+Datum
+batpak_gates_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "batpak.gates_changed must be called as a trigger");
+	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
+	PG_RETURN_POINTER(NULL);
+}
+
+/*
+ * batpak.evaluate_gates(entity, scope, kind, payload, metadata): run every
+ * matching gate without writing, and return every denial.
+ */
+Datum
+batpak_evaluate_gates(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo;
+	BatpakNewEvent e;
+	Datum		event;
+
+	for (int i = 0; i < 4; i++)
+		if (PG_ARGISNULL(i))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("%s must not be null",
+							i == 0 ? "entity" : i == 1 ? "scope" : i == 2 ? "kind" : "payload")));
+	memset(&e, 0, sizeof(e));
+	e.entity = PG_GETARG_TEXT_PP(0);
+	e.scope = PG_GETARG_TEXT_PP(1);
+	e.kind = PG_GETARG_TEXT_PP(2);
+	e.payload = PG_GETARG_JSONB_P(3);
+	e.metadata = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
+	batpak_check_coordinate("entity", VARDATA_ANY(e.entity), VARSIZE_ANY_EXHDR(e.entity),
+							BATPAK_MAX_COORD_LEN);
+	batpak_check_coordinate("scope", VARDATA_ANY(e.scope), VARSIZE_ANY_EXHDR(e.scope),
+							BATPAK_MAX_COORD_LEN);
+	batpak_check_kind(VARDATA_ANY(e.kind), VARSIZE_ANY_EXHDR(e.kind));
+
+	InitMaterializedSRF(fcinfo, 0);
+	rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	batpak_gates_ensure();
+	event = batpak_new_event_datum(&e);
+	for (int i = 0; i < ngates; i++)
+	{
+		Datum		values[2];
+		bool		nulls[2] = {false, false};
+		char	   *message;
+		char	   *gate;
+
+		if (!batpak_gate_matches(&gates[i], &e))
+			continue;
+		gate = pstrdup(gates[i].name);
+		message = batpak_gate_run(&gates[i], event);
+		if (message == NULL)
+			continue;
+		values[0] = CStringGetTextDatum(gate);
+		values[1] = CStringGetTextDatum(message);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * GUC check hook of batpak.gate_bypass_reason: only superusers and members
+ * of batpak_admin may set a reason.  Role membership needs the catalogs, so
+ * a reason can only be set inside a session (SET / SET LOCAL).
+ */
+bool
+batpak_gate_bypass_check(char **newval, void **extra, GucSource source)
+{
+	Oid			admin;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	if (!IsTransactionState() || !OidIsValid(GetUserId()))
+	{
+		GUC_check_errcode(ERRCODE_INSUFFICIENT_PRIVILEGE);
+		GUC_check_errmsg("batpak.gate_bypass_reason can only be set with SET inside a session");
+		return false;
+	}
+	if (superuser())
+		return true;
+	admin = get_role_oid(BATPAK_ADMIN_ROLE, true);
+	if (OidIsValid(admin) && is_member_of_role(GetUserId(), admin))
+		return true;
+	GUC_check_errcode(ERRCODE_INSUFFICIENT_PRIVILEGE);
+	GUC_check_errmsg("permission denied to set batpak.gate_bypass_reason");
+	GUC_check_errdetail("Only superusers and members of role \"%s\" may bypass the gates.",
+						BATPAK_ADMIN_ROLE);
+	return false;
+}
