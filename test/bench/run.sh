@@ -16,6 +16,7 @@
 #      (autocommit, and BEGIN; append; COMMIT) at 1 and 32 clients, and at
 #      32 clients while another transaction holds a pending event open
 #      (alternating runs with and without it)
+#      three gates written in SQL, 32 clients, runs alternating with none
 #   4. batpak.append_batch of 1,000 events
 #   5. reads after a bulk load: read_all and read_stream of a 200k-event
 #      entity, against count(*) on the plain table
@@ -493,6 +494,42 @@ with_open_transaction() {
 	return $rc
 }
 
+# Three gates written in SQL, all passing the workload's events: created for
+# one run and dropped for the next, alternately.
+gates_on() {
+	q "SELECT batpak.gate_create('g1_order_id', 'public.bench_gate_order_id(batpak.new_event)', kinds => ARRAY['bench']);
+	   SELECT batpak.gate_create('g2_total', 'public.bench_gate_total(batpak.new_event)', scope => 'bench');
+	   SELECT batpak.gate_create('g3_entity', 'public.bench_gate_entity(batpak.new_event)', entity_prefix => 's')" >/dev/null
+}
+gates_off() {
+	q "SELECT batpak.gate_drop('g1_order_id'); SELECT batpak.gate_drop('g2_total');
+	   SELECT batpak.gate_drop('g3_entity')" >/dev/null
+}
+
+sec_gates() {
+	local i r tps a=() b=()
+	q "CREATE FUNCTION public.bench_gate_order_id(e batpak.new_event) RETURNS text LANGUAGE sql AS
+	     \$\$ SELECT CASE WHEN NOT (e.payload ? 'order_id') THEN 'missing order_id' END \$\$;
+	   CREATE FUNCTION public.bench_gate_total(e batpak.new_event) RETURNS text LANGUAGE sql AS
+	     \$\$ SELECT CASE WHEN (e.payload->>'total_cents')::bigint < 0 THEN 'negative total' END \$\$;
+	   CREATE FUNCTION public.bench_gate_entity(e batpak.new_event) RETURNS text LANGUAGE sql AS
+	     \$\$ SELECT CASE WHEN e.entity !~ '^s[0-9]+\$' THEN 'unknown entity' END \$\$" >/dev/null
+	QTIMEOUT=120 q "CHECKPOINT" >/dev/null
+	for i in $(seq 1 "$RUNS"); do
+		r=$(PGOPTIONS=$IMMEDIATE pgb "gates0-$i" 32 2 batpak_append.sql)
+		read -r tps _ <<<"$r"
+		a+=("$tps")
+		gates_on
+		r=$(PGOPTIONS=$IMMEDIATE pgb "gates3-$i" 32 2 batpak_append.sql) || { gates_off; return 1; }
+		gates_off
+		read -r tps _ <<<"$r"
+		b+=("$tps")
+		say "   run $i: $(grp "${a[-1]}") /s without gates, $(grp "${b[-1]}") /s with three"
+	done
+	put_stats bpgates0.rate "${a[@]}"
+	put_stats bpgates3.rate "${b[@]}"
+}
+
 sec_batpak_tx_writes() {
 	local i r tps a=() b=()
 	bench_tps bptx1 1 1 batpak_append_tx.sql 1 latency
@@ -732,6 +769,12 @@ report() {
 	[[ -n $v && -n $(get bptx32.rate) ]] && mopen=$(met "$(calc 'a / b' -v a="$v" -v b="$(get bptx32.rate)")" '>=' 0.9)
 	echo "| 32 clients, transactional, while another transaction holds a pending event open (vs the row above) | $(cell bptx32open.rate /s) | $(cell bptx32.rate /s) (no open transaction) | ${r:-n/a} | ≥ 0.9× (at most 10% slower) | $mopen |"
 
+	r=$(ratio bpgates3.rate bpgates0.rate)
+	v=$(get bpgates3.rate)
+	local mg="n/a"
+	[[ -n $v && -n $(get bpgates0.rate) ]] && mg=$(met "$(calc 'a / b' -v a="$v" -v b="$(get bpgates0.rate)")" '>=' 0.8)
+	echo "| 32 clients, immediate mode, three gates written in SQL (vs no gates, alternating runs) | $(cell bpgates3.rate /s) | $(cell bpgates0.rate /s) (no gates) | ${r:-n/a} | ≥ 0.8× | $mg |"
+
 	r=$(ratio bpbatch.rate basebatch.rate)
 	local build=""
 	if [[ -n $(get bpbuild.rate) && -n $(get bpbatch.rate) ]]; then
@@ -824,6 +867,7 @@ if [[ $BASELINE_ONLY != 1 ]]; then
 	section startup sec_startup
 	section batpak-writes sec_batpak_writes
 	section batpak-tx-writes sec_batpak_tx_writes
+	section gates sec_gates
 fi
 
 report >"$WORK/results.md"
