@@ -71,6 +71,14 @@ SELECT entity_sequence, kind, payload - 'payload_hash' AS payload,
        payload->>'payload_hash' = 'c164f4cc4a0b7409ba69af65e597df76cbfe3a5fe02b53ee5caa67cae927c07c' AS payload_hash_ok
   FROM batpak.read_stream('go-1');
 SELECT entity, events, ok FROM batpak.verify_chain('go-1');
+-- when the denial cannot be recorded (the entity holds pending events of
+-- this very transaction, and the record is written in immediate mode), a
+-- warning says so and the denial is raised all the same
+BEGIN;
+SELECT entity_sequence FROM batpak.append('go-1', 'shop', 'order.shipped', '{}');
+SELECT try($$SELECT batpak.append('go-1', 'shop', 'order.placed', '{"total": 260}')$$);
+ROLLBACK;
+SELECT count(*) AS denials_of_go_1 FROM batpak.read_stream('go-1') WHERE kind = 'batpak.denial';
 -- the caller cannot write a reserved kind itself
 SELECT try($$SELECT batpak.append('go-1', 'shop', 'batpak.denial', '{}')$$);
 RESET batpak.record_denials;

@@ -8,9 +8,9 @@
  * a function (batpak.new_event) RETURNS text and filters on scope, kinds
  * and entity prefix.  Every append and every item of append_batch passes
  * the matching gates in name order, in the appending backend, with the
- * caller's privileges (an ordinary function call: the caller needs EXECUTE
- * on it, and only a SECURITY DEFINER gate function runs as its owner, by
- * its owner's choice).  NULL lets the event pass; text denies it: the
+ * caller's privileges (an ordinary function call, through a kept SPI plan:
+ * the caller needs EXECUTE on it, and only a SECURITY DEFINER gate function
+ * runs as its owner, by its owner's choice).  NULL lets the event pass; text denies it: the
  * append fails with BP002, naming the gate and carrying the text, and with
  * batpak.record_denials on, a batpak.denial event is first appended to the
  * entity's stream (in immediate mode: the denial stays recorded although
@@ -34,6 +34,7 @@
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -67,7 +68,7 @@ typedef struct BatpakGate
 {
 	char	   *name;
 	Oid			fn;
-	FmgrInfo	flinfo;
+	SPIPlanPtr	plan;			/* SELECT fn($1), kept; NULL until first use */
 	text	   *scope;			/* NULL: any */
 	int			nkinds;			/* -1: any */
 	text	  **kinds;
@@ -121,6 +122,9 @@ batpak_gates_load(void)
 	if (gate_cxt == NULL)
 		gate_cxt = AllocSetContextCreate(CacheMemoryContext, "batpak gates",
 										 ALLOCSET_SMALL_SIZES);
+	for (int i = 0; i < ngates; i++)
+		if (gates[i].plan != NULL)
+			SPI_freeplan(gates[i].plan);
 	MemoryContextReset(gate_cxt);
 	gates = NULL;
 	ngates = 0;
@@ -164,12 +168,7 @@ batpak_gates_load(void)
 		}
 		d = SPI_getbinval(tup, desc, 5, &isnull);
 		g->prefix = isnull ? NULL : batpak_copy_text(d);
-		if (!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(g->fn)))
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_FUNCTION),
-					 errmsg("function of batpak gate \"%s\" no longer exists", g->name),
-					 errhint("Drop the gate with batpak.gate_drop.")));
-		fmgr_info_cxt(g->fn, &g->flinfo, gate_cxt);
+		g->plan = NULL;
 		ngates++;
 	}
 	MemoryContextSwitchTo(oldcxt);
@@ -204,25 +203,29 @@ batpak_gate_matches(const BatpakGate *g, const BatpakNewEvent *e)
 	return true;
 }
 
+static Oid
+batpak_new_event_type(void)
+{
+	Oid			typoid;
+
+	typoid = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
+							 CStringGetDatum("new_event"),
+							 ObjectIdGetDatum(get_namespace_oid("batpak", false)));
+	if (!OidIsValid(typoid))
+		elog(ERROR, "type batpak.new_event does not exist");
+	return typoid;
+}
+
 /* The event as a batpak.new_event value, for the gate functions */
 static Datum
 batpak_new_event_datum(const BatpakNewEvent *e)
 {
-	static Oid	typoid = InvalidOid;
 	TupleDesc	desc;
 	Datum		values[9];
 	bool		nulls[9];
 	HeapTuple	tup;
 
-	if (!OidIsValid(typoid))
-	{
-		typoid = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
-								 CStringGetDatum("new_event"),
-								 ObjectIdGetDatum(get_namespace_oid("batpak", false)));
-		if (!OidIsValid(typoid))
-			elog(ERROR, "type batpak.new_event does not exist");
-	}
-	desc = lookup_rowtype_tupdesc(typoid, -1);
+	desc = lookup_rowtype_tupdesc(batpak_new_event_type(), -1);
 	memset(nulls, 0, sizeof(nulls));
 	values[0] = PointerGetDatum(e->entity);
 	values[1] = PointerGetDatum(e->scope);
@@ -243,24 +246,57 @@ batpak_new_event_datum(const BatpakNewEvent *e)
 	return HeapTupleGetDatum(tup);
 }
 
-/* Run one gate: its denial message, or NULL when the event passes */
+/*
+ * Run one gate (SPI connected): its denial message, allocated in cxt, or
+ * NULL when the event passes.  The gate is called through a kept plan of
+ * "SELECT fn($1)": the executor checks the caller's EXECUTE privilege, the
+ * plan cache replans when the function changes, and the planner inlines a
+ * simple SQL gate function instead of planning its body on every call.
+ */
 static char *
-batpak_gate_run(BatpakGate *g, Datum event)
+batpak_gate_run(BatpakGate *g, Datum event, MemoryContext cxt)
 {
-	LOCAL_FCINFO(fcinfo, 1);
-	AclResult	aclresult;
+	Datum		args[1];
+	char		nulls[1] = {' '};
+	int			rc;
+	bool		isnull;
 	Datum		result;
 
-	aclresult = pg_proc_aclcheck(g->fn, GetUserId(), ACL_EXECUTE);
-	if (aclresult != ACLCHECK_OK)
-		aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(g->fn));
-	InitFunctionCallInfoData(*fcinfo, &g->flinfo, 1, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = event;
-	fcinfo->args[0].isnull = false;
-	result = FunctionCallInvoke(fcinfo);
-	if (fcinfo->isnull)
+	if (g->plan == NULL)
+	{
+		HeapTuple	proc = SearchSysCache1(PROCOID, ObjectIdGetDatum(g->fn));
+		Form_pg_proc form;
+		char	   *sql;
+		Oid			argtype = batpak_new_event_type();
+		SPIPlanPtr	plan;
+
+		if (!HeapTupleIsValid(proc))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_FUNCTION),
+					 errmsg("function of batpak gate \"%s\" no longer exists", g->name),
+					 errhint("Drop the gate with batpak.gate_drop.")));
+		form = (Form_pg_proc) GETSTRUCT(proc);
+		/* both names quoted: nothing from the caller reaches SQL unquoted */
+		sql = psprintf("SELECT %s($1::batpak.new_event)",
+					   quote_qualified_identifier(get_namespace_name(form->pronamespace),
+												  NameStr(form->proname)));
+		ReleaseSysCache(proc);
+		plan = SPI_prepare(sql, 1, &argtype);
+		if (plan == NULL)
+			elog(ERROR, "could not prepare the call of batpak gate \"%s\": %s",
+				 g->name, SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "could not keep the plan of batpak gate \"%s\"", g->name);
+		g->plan = plan;
+	}
+	args[0] = event;
+	rc = SPI_execute_plan(g->plan, args, nulls, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "batpak gate \"%s\" returned no row", g->name);
+	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
 		return NULL;
-	return TextDatumGetCString(result);
+	return MemoryContextStrdup(cxt, TextDatumGetCString(result));
 }
 
 static void
@@ -371,7 +407,11 @@ batpak_mark_bypass(BatpakNewEvent *e)
 void
 batpak_gates_apply(BatpakNewEvent *e, int item)
 {
+	MemoryContext cxt = CurrentMemoryContext;
 	Datum		event = (Datum) 0;
+	char	   *gate = NULL;
+	char	   *message = NULL;
+	bool		connected = false;
 
 	if (batpak_gate_bypass_reason != NULL && batpak_gate_bypass_reason[0] != '\0')
 	{
@@ -379,30 +419,33 @@ batpak_gates_apply(BatpakNewEvent *e, int item)
 		return;
 	}
 	batpak_gates_ensure();
-	for (int i = 0; i < ngates; i++)
+	for (int i = 0; i < ngates && message == NULL; i++)
 	{
 		BatpakGate *g = &gates[i];
-		char	   *message;
 
 		if (!batpak_gate_matches(g, e))
 			continue;
-		if (event == (Datum) 0)
-			event = batpak_new_event_datum(e);
-		message = batpak_gate_run(g, event);
-		if (message == NULL)
-			continue;
-		/* the cache may be reloaded below: keep what we report */
+		if (!connected)
 		{
-			char	   *gate = pstrdup(g->name);
-
-			if (batpak_record_denials)
-				batpak_record_denial(e, gate, message);
-			ereport(ERROR,
-					(errcode(ERRCODE_BATPAK_GATE_DENIED),
-					 errmsg("append denied by gate \"%s\": %s", gate, message),
-					 item > 0 ? errdetail("Event %d of the batch was denied; nothing was written.", item) : 0));
+			event = batpak_new_event_datum(e);
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "SPI_connect failed");
+			connected = true;
 		}
+		message = batpak_gate_run(g, event, cxt);
+		if (message != NULL)
+			gate = MemoryContextStrdup(cxt, g->name);
 	}
+	if (connected)
+		SPI_finish();
+	if (message == NULL)
+		return;
+	if (batpak_record_denials)
+		batpak_record_denial(e, gate, message);
+	ereport(ERROR,
+			(errcode(ERRCODE_BATPAK_GATE_DENIED),
+			 errmsg("append denied by gate \"%s\": %s", gate, message),
+			 item > 0 ? errdetail("Event %d of the batch was denied; nothing was written.", item) : 0));
 }
 
 /* Trigger function: the gate table changed, make every backend reload */
@@ -450,23 +493,30 @@ batpak_evaluate_gates(PG_FUNCTION_ARGS)
 	rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	batpak_gates_ensure();
 	event = batpak_new_event_datum(&e);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
 	for (int i = 0; i < ngates; i++)
 	{
 		Datum		values[2];
 		bool		nulls[2] = {false, false};
 		char	   *message;
-		char	   *gate;
 
 		if (!batpak_gate_matches(&gates[i], &e))
 			continue;
-		gate = pstrdup(gates[i].name);
-		message = batpak_gate_run(&gates[i], event);
+		message = batpak_gate_run(&gates[i], event, rsinfo->econtext->ecxt_per_query_memory);
 		if (message == NULL)
 			continue;
-		values[0] = CStringGetTextDatum(gate);
-		values[1] = CStringGetTextDatum(message);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		/* the tuplestore lives in the per-query context, not SPI's */
+		{
+			MemoryContext old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+
+			values[0] = CStringGetTextDatum(gates[i].name);
+			values[1] = CStringGetTextDatum(message);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+			MemoryContextSwitchTo(old);
+		}
 	}
+	SPI_finish();
 	return (Datum) 0;
 }
 
