@@ -75,9 +75,26 @@ typedef struct BatpakGate
 	text	   *prefix;			/* NULL: any */
 } BatpakGate;
 
+/*
+ * Kept plans that call a set of matching gates (a bit per gate, in name
+ * order) in one statement: SELECT COALESCE('0:' || g0($1), '1:' || g1($1),
+ * ...).  COALESCE stops at the first non-NULL argument, so the gates run in
+ * order and none after the first denial, as if called one by one.
+ */
+typedef struct BatpakGateSet
+{
+	uint64		mask;
+	SPIPlanPtr	plan;
+} BatpakGateSet;
+
+#define BATPAK_MAX_GATE_SETS	32
+
 static MemoryContext gate_cxt = NULL;
 static BatpakGate *gates = NULL;
 static int	ngates = 0;
+static BatpakGateSet gate_sets[BATPAK_MAX_GATE_SETS];
+static int	ngate_sets = 0;
+static Oid	gate_event_type = InvalidOid;
 static bool gates_valid = false;
 static Oid	gate_table_oid = InvalidOid;
 static bool callback_registered = false;
@@ -119,12 +136,16 @@ batpak_gates_load(void)
 		callback_registered = true;
 	}
 	gate_table_oid = batpak_gate_table();
+	gate_event_type = InvalidOid;
 	if (gate_cxt == NULL)
 		gate_cxt = AllocSetContextCreate(CacheMemoryContext, "batpak gates",
 										 ALLOCSET_SMALL_SIZES);
 	for (int i = 0; i < ngates; i++)
 		if (gates[i].plan != NULL)
 			SPI_freeplan(gates[i].plan);
+	for (int i = 0; i < ngate_sets; i++)
+		SPI_freeplan(gate_sets[i].plan);
+	ngate_sets = 0;
 	MemoryContextReset(gate_cxt);
 	gates = NULL;
 	ngates = 0;
@@ -203,17 +224,19 @@ batpak_gate_matches(const BatpakGate *g, const BatpakNewEvent *e)
 	return true;
 }
 
+/* batpak.new_event's oid, looked up once per load of the gates */
 static Oid
 batpak_new_event_type(void)
 {
-	Oid			typoid;
-
-	typoid = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
-							 CStringGetDatum("new_event"),
-							 ObjectIdGetDatum(get_namespace_oid("batpak", false)));
-	if (!OidIsValid(typoid))
-		elog(ERROR, "type batpak.new_event does not exist");
-	return typoid;
+	if (!OidIsValid(gate_event_type))
+	{
+		gate_event_type = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
+										  CStringGetDatum("new_event"),
+										  ObjectIdGetDatum(get_namespace_oid("batpak", false)));
+		if (!OidIsValid(gate_event_type))
+			elog(ERROR, "type batpak.new_event does not exist");
+	}
+	return gate_event_type;
 }
 
 /* The event as a batpak.new_event value, for the gate functions */
@@ -247,6 +270,107 @@ batpak_new_event_datum(const BatpakNewEvent *e)
 }
 
 /*
+ * "schema.function($1::batpak.new_event)" for the gate's function, both
+ * names quoted: nothing from the caller reaches SQL unquoted.
+ */
+static char *
+batpak_gate_call(const BatpakGate *g)
+{
+	HeapTuple	proc = SearchSysCache1(PROCOID, ObjectIdGetDatum(g->fn));
+	Form_pg_proc form;
+	char	   *call;
+
+	if (!HeapTupleIsValid(proc))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("function of batpak gate \"%s\" no longer exists", g->name),
+				 errhint("Drop the gate with batpak.gate_drop.")));
+	form = (Form_pg_proc) GETSTRUCT(proc);
+	call = psprintf("%s($1::batpak.new_event)",
+					quote_qualified_identifier(get_namespace_name(form->pronamespace),
+											   NameStr(form->proname)));
+	ReleaseSysCache(proc);
+	return call;
+}
+
+static SPIPlanPtr
+batpak_gate_plan(const char *sql, const char *what)
+{
+	Oid			argtype = batpak_new_event_type();
+	SPIPlanPtr	plan = SPI_prepare(sql, 1, &argtype);
+
+	if (plan == NULL)
+		elog(ERROR, "could not prepare the call of batpak gate %s: %s",
+			 what, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "could not keep the plan of batpak gate %s", what);
+	return plan;
+}
+
+/*
+ * Run the gates of mask in order, in one statement (SPI connected): the
+ * index of the first that denies and its message (in cxt), or -1.
+ */
+static int
+batpak_gate_set_run(uint64 mask, Datum event, MemoryContext cxt, char **message)
+{
+	BatpakGateSet *set = NULL;
+	Datum		args[1];
+	char		nulls[1] = {' '};
+	bool		isnull;
+	Datum		result;
+	char	   *str;
+	char	   *colon;
+	int			rc;
+
+	for (int i = 0; i < ngate_sets && set == NULL; i++)
+		if (gate_sets[i].mask == mask)
+			set = &gate_sets[i];
+	if (set == NULL)
+	{
+		StringInfoData sql;
+		bool		first = true;
+		SPIPlanPtr	plan;
+
+		initStringInfo(&sql);
+		appendStringInfoString(&sql, "SELECT COALESCE(");
+		for (int i = 0; i < ngates; i++)
+		{
+			if (!(mask & (UINT64CONST(1) << i)))
+				continue;
+			appendStringInfo(&sql, "%s'%d:' || %s", first ? "" : ", ", i,
+							 batpak_gate_call(&gates[i]));
+			first = false;
+		}
+		appendStringInfoChar(&sql, ')');
+		plan = batpak_gate_plan(sql.data, "set");
+		if (ngate_sets == BATPAK_MAX_GATE_SETS)
+		{
+			/* many filter combinations: forget the oldest */
+			SPI_freeplan(gate_sets[0].plan);
+			memmove(gate_sets, gate_sets + 1, sizeof(BatpakGateSet) * (BATPAK_MAX_GATE_SETS - 1));
+			ngate_sets--;
+		}
+		set = &gate_sets[ngate_sets++];
+		set->mask = mask;
+		set->plan = plan;
+	}
+	args[0] = event;
+	rc = SPI_execute_plan(set->plan, args, nulls, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "batpak gates returned no row");
+	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		return -1;
+	str = TextDatumGetCString(result);
+	colon = strchr(str, ':');
+	if (colon == NULL)
+		elog(ERROR, "malformed result of the batpak gates");
+	*message = MemoryContextStrdup(cxt, colon + 1);
+	return atoi(str);
+}
+
+/*
  * Run one gate (SPI connected): its denial message, allocated in cxt, or
  * NULL when the event passes.  The gate is called through a kept plan of
  * "SELECT fn($1)": the executor checks the caller's EXECUTE privilege, the
@@ -263,32 +387,7 @@ batpak_gate_run(BatpakGate *g, Datum event, MemoryContext cxt)
 	Datum		result;
 
 	if (g->plan == NULL)
-	{
-		HeapTuple	proc = SearchSysCache1(PROCOID, ObjectIdGetDatum(g->fn));
-		Form_pg_proc form;
-		char	   *sql;
-		Oid			argtype = batpak_new_event_type();
-		SPIPlanPtr	plan;
-
-		if (!HeapTupleIsValid(proc))
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_FUNCTION),
-					 errmsg("function of batpak gate \"%s\" no longer exists", g->name),
-					 errhint("Drop the gate with batpak.gate_drop.")));
-		form = (Form_pg_proc) GETSTRUCT(proc);
-		/* both names quoted: nothing from the caller reaches SQL unquoted */
-		sql = psprintf("SELECT %s($1::batpak.new_event)",
-					   quote_qualified_identifier(get_namespace_name(form->pronamespace),
-												  NameStr(form->proname)));
-		ReleaseSysCache(proc);
-		plan = SPI_prepare(sql, 1, &argtype);
-		if (plan == NULL)
-			elog(ERROR, "could not prepare the call of batpak gate \"%s\": %s",
-				 g->name, SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "could not keep the plan of batpak gate \"%s\"", g->name);
-		g->plan = plan;
-	}
+		g->plan = batpak_gate_plan(psprintf("SELECT %s", batpak_gate_call(g)), g->name);
 	args[0] = event;
 	rc = SPI_execute_plan(g->plan, args, nulls, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
@@ -419,25 +518,49 @@ batpak_gates_apply(BatpakNewEvent *e, int item)
 		return;
 	}
 	batpak_gates_ensure();
-	for (int i = 0; i < ngates && message == NULL; i++)
+	if (ngates <= 64)
 	{
-		BatpakGate *g = &gates[i];
+		uint64		mask = 0;
 
-		if (!batpak_gate_matches(g, e))
-			continue;
-		if (!connected)
+		for (int i = 0; i < ngates; i++)
+			if (batpak_gate_matches(&gates[i], e))
+				mask |= UINT64CONST(1) << i;
+		if (mask != 0)
 		{
+			int			denied;
+
 			event = batpak_new_event_datum(e);
 			if (SPI_connect() != SPI_OK_CONNECT)
 				elog(ERROR, "SPI_connect failed");
-			connected = true;
+			denied = batpak_gate_set_run(mask, event, cxt, &message);
+			if (denied >= 0)
+				gate = MemoryContextStrdup(cxt, gates[denied].name);
+			SPI_finish();
 		}
-		message = batpak_gate_run(g, event, cxt);
-		if (message != NULL)
-			gate = MemoryContextStrdup(cxt, g->name);
 	}
-	if (connected)
-		SPI_finish();
+	else
+	{
+		/* more gates than a mask holds: one statement per gate */
+		for (int i = 0; i < ngates && message == NULL; i++)
+		{
+			BatpakGate *g = &gates[i];
+
+			if (!batpak_gate_matches(g, e))
+				continue;
+			if (!connected)
+			{
+				event = batpak_new_event_datum(e);
+				if (SPI_connect() != SPI_OK_CONNECT)
+					elog(ERROR, "SPI_connect failed");
+				connected = true;
+			}
+			message = batpak_gate_run(g, event, cxt);
+			if (message != NULL)
+				gate = MemoryContextStrdup(cxt, g->name);
+		}
+		if (connected)
+			SPI_finish();
+	}
 	if (message == NULL)
 		return;
 	if (batpak_record_denials)
