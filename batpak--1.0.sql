@@ -131,24 +131,31 @@ CREATE VIEW batpak.stats AS SELECT * FROM batpak.stats_row();
 
 -- Gates (caller-defined): see src/gates.c and the README.
 
+-- check_function is the function's signature as text, schema-qualified
+-- (what regprocedure prints with an empty search_path): it survives
+-- pg_dump/pg_restore (the function is found again by name) and pg_upgrade
+-- (which refuses reg* columns).  Renaming or moving a gate's function is
+-- refused while the gate exists; dropping it drops the gate.
 CREATE TABLE batpak.gate_definitions (
     name           text PRIMARY KEY,
-    check_function regprocedure NOT NULL,
+    check_function text NOT NULL,
     scope          text,
     kinds          text[],
     entity_prefix  text,
     created_at     timestamptz NOT NULL DEFAULT now(),
     created_by     name NOT NULL DEFAULT current_user
 );
--- pg_dump keeps the rows (extension configuration); regprocedure dumps the
--- function's signature, so a restore finds it again by name.
 SELECT pg_catalog.pg_extension_config_dump('batpak.gate_definitions', '');
 
 -- Every row is checked, whichever way it arrives (gate_create, a direct
--- INSERT, pg_restore).
+-- INSERT, pg_restore), and its signature is stored as regprocedure prints
+-- it with only pg_catalog in the search_path: schema-qualified (except
+-- pg_catalog's own) and quoted, so that to_regprocedure finds it again
+-- from any session.
 CREATE FUNCTION batpak.gate_definitions_check() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 DECLARE
+    fn oid;
     p pg_catalog.pg_proc%ROWTYPE;
 BEGIN
     IF NEW.name IS NULL OR NEW.name = '' OR octet_length(NEW.name) > 255
@@ -157,14 +164,28 @@ BEGIN
             USING ERRCODE = '22023',
                   DETAIL = 'A gate name is non-empty text of at most 255 bytes without control characters.';
     END IF;
-    SELECT * INTO p FROM pg_catalog.pg_proc WHERE oid = NEW.check_function;
-    IF p.prokind <> 'f' OR p.pronargs <> 1 OR p.proretset
+    fn := pg_catalog.to_regprocedure(NEW.check_function);
+    IF fn IS NULL THEN
+        RAISE EXCEPTION 'function % does not exist', NEW.check_function USING ERRCODE = '42883';
+    END IF;
+    SELECT * INTO p FROM pg_catalog.pg_proc WHERE oid = fn;
+    IF NOT FOUND OR p.prokind <> 'f' OR p.pronargs <> 1 OR p.proretset
        OR p.proargtypes[0] <> 'batpak.new_event'::regtype
        OR p.prorettype <> 'text'::regtype THEN
         RAISE EXCEPTION 'function % cannot be a gate', NEW.check_function
             USING ERRCODE = '42P13',
                   DETAIL = 'A gate function takes one batpak.new_event and returns text (NULL: pass, text: the denial message), and returns no set.';
     END IF;
+    -- A gate runs as every appender, superusers included: only a function a
+    -- superuser vouches for (owns) may be registered by anyone else.
+    IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = p.proowner)
+       AND NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+        RAISE EXCEPTION 'only a superuser may make a gate of function %, which a non-superuser owns',
+                        NEW.check_function
+            USING ERRCODE = '42501',
+                  HINT = 'Gate functions run with the privileges of every appender; have a superuser own the function.';
+    END IF;
+    NEW.check_function := fn::pg_catalog.regprocedure::pg_catalog.text;
     IF NEW.scope IS NOT NULL AND (NEW.scope = '' OR NEW.scope ~ '[[:cntrl:]]') THEN
         RAISE EXCEPTION 'invalid scope filter %', quote_literal(NEW.scope) USING ERRCODE = '22023';
     END IF;
@@ -197,8 +218,8 @@ BEGIN
         RAISE EXCEPTION 'check must not be null' USING ERRCODE = '22004';
     END IF;
     INSERT INTO batpak.gate_definitions (name, check_function, scope, kinds, entity_prefix)
-    VALUES (gate_create.name, "check", gate_create.scope, gate_create.kinds,
-            gate_create.entity_prefix);
+    VALUES (gate_create.name, "check"::pg_catalog.text, gate_create.scope,
+            gate_create.kinds, gate_create.entity_prefix);
 EXCEPTION WHEN unique_violation THEN
     RAISE EXCEPTION 'gate "%" already exists', gate_create.name USING ERRCODE = '42710';
 END
@@ -225,17 +246,53 @@ CREATE VIEW batpak.gates AS
     SELECT name AS gate, check_function, scope, kinds, entity_prefix, created_at, created_by
       FROM batpak.gate_definitions ORDER BY name COLLATE "C";
 
--- Dropping a gate's function (or its schema) removes the gate with it.
+-- Dropping a gate's function (or its schema, or DROP OWNED) drops the gate.
 CREATE FUNCTION batpak.gates_on_drop() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     DELETE FROM batpak.gate_definitions g
-     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p WHERE p.oid = g.check_function);
+     WHERE pg_catalog.to_regprocedure(g.check_function) IS NULL;
 END
 $$;
 CREATE EVENT TRIGGER batpak_gates_on_drop ON sql_drop
     WHEN TAG IN ('DROP FUNCTION', 'DROP ROUTINE', 'DROP SCHEMA', 'DROP OWNED')
     EXECUTE FUNCTION batpak.gates_on_drop();
+
+-- Renaming or moving a gate's function (or renaming its schema) would leave
+-- the gate pointing at a name that another function could take: refused.
+CREATE FUNCTION batpak.gates_on_alter() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    hit record;
+BEGIN
+    SELECT d.name, d.check_function INTO hit FROM batpak.gate_definitions d
+     WHERE pg_catalog.to_regprocedure(d.check_function) IS NULL LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'cannot rename or move function %: batpak gate "%" uses it',
+                        hit.check_function, hit.name
+            USING ERRCODE = '2BP01',
+                  HINT = 'Drop the gate first (batpak.gate_drop), then create it again.';
+    END IF;
+    -- nor hand a gate's function to a non-superuser unless a non-superuser
+    -- registered it anyway (see gate_definitions_check)
+    SELECT d.name, d.check_function INTO hit
+      FROM batpak.gate_definitions d
+      JOIN pg_catalog.pg_proc p ON p.oid = pg_catalog.to_regprocedure(d.check_function)
+      JOIN pg_catalog.pg_roles o ON o.oid = p.proowner
+     WHERE NOT o.rolsuper
+       AND NOT coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r
+                          WHERE r.rolname = d.created_by), false)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'function % of batpak gate "%" must stay owned by a superuser',
+                        hit.check_function, hit.name
+            USING ERRCODE = '42501';
+    END IF;
+END
+$$;
+CREATE EVENT TRIGGER batpak_gates_on_alter ON ddl_command_end
+    WHEN TAG IN ('ALTER FUNCTION', 'ALTER ROUTINE', 'ALTER SCHEMA')
+    EXECUTE FUNCTION batpak.gates_on_alter();
 
 -- Nothing for PUBLIC: see the README's privileges section for the grants.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA batpak FROM PUBLIC;

@@ -130,6 +130,84 @@ SET ROLE gate_admin_user;
 SELECT try($$SELECT batpak.append('gsec-1', 'shop', 'k', '{}')$$);
 RESET ROLE;
 
+-- a writer in a fresh session (its gate cache first loaded as itself, who
+-- cannot read the definitions) is gated all the same
+SELECT current_user AS super_user \gset
+ALTER ROLE gate_admin_user LOGIN;
+\c - gate_admin_user
+SELECT try($$SELECT batpak.append('go-1', 'shop', 'order.placed', '{"total": 777}')$$);
+SELECT try($$SELECT batpak.append('go-1', 'shop', 'order.placed', '{"total": 778}')$$);
+\c - :super_user
+-- an operator of one's own in the search_path changes nothing (called
+-- directly: the try() helper itself would use the hijacked operator)
+CREATE SCHEMA gate_evil;
+CREATE FUNCTION gate_evil.null_concat(text, text) RETURNS text LANGUAGE sql AS 'SELECT NULL::text';
+CREATE OPERATOR gate_evil.|| (LEFTARG = text, RIGHTARG = text, FUNCTION = gate_evil.null_concat);
+SET search_path = gate_evil, pg_catalog, public;
+SELECT 'a' || 'b' AS hijacked_concat;
+SELECT entity_sequence FROM batpak.append('go-1', 'shop', 'order.placed', '{"total": 779}');
+RESET search_path;
+DROP SCHEMA gate_evil CASCADE;
+
+-- gates run in name order and stop at the first denial, even when a later
+-- one is immutable (it is not folded ahead of the earlier one)
+CREATE FUNCTION gate_first_denies(e batpak.new_event) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN RETURN CASE WHEN e.payload ? 'bad' THEN 'first gate says no' END; END $$;
+CREATE FUNCTION gate_second_raises(e batpak.new_event) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN (e.payload->>'bad')::int > 0 THEN 'unreachable' END $$;
+SELECT batpak.gate_create('ord_1', 'gate_first_denies(batpak.new_event)', scope => 'ord');
+SELECT batpak.gate_create('ord_2', 'gate_second_raises(batpak.new_event)', scope => 'ord');
+SELECT try($$SELECT batpak.append('ord-1', 'ord', 'k', '{"bad": "x"}')$$);
+SELECT try($$SELECT batpak.append('ord-1', 'ord', 'k', '{"fine": 1}')$$);
+SELECT batpak.gate_drop('ord_1');
+SELECT try($$SELECT batpak.append('ord-1', 'ord', 'k', '{"bad": "x"}')$$);
+SELECT batpak.gate_drop('ord_2');
+
+-- a gate function that appends and changes the gates while it runs: the
+-- running statement keeps its gates, the next append sees the new ones
+CREATE FUNCTION gate_busy(e batpak.new_event) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM batpak.append('busy-log', 'log', 'seen', jsonb_build_object('entity', e.entity));
+    IF NOT EXISTS (SELECT 1 FROM batpak.gates WHERE gate = 'busy_2') THEN
+        PERFORM batpak.gate_create('busy_2', 'gate_first_denies(batpak.new_event)', scope => 'busy');
+    END IF;
+    RETURN NULL;
+END $$;
+SELECT batpak.gate_create('busy_1', 'gate_busy(batpak.new_event)', scope => 'busy');
+SELECT entity_sequence FROM batpak.append('busy-1', 'busy', 'k', '{"bad": 1}');
+SELECT try($$SELECT batpak.append('busy-1', 'busy', 'k', '{"bad": 1}')$$);
+SELECT count(*) AS logged FROM batpak.read_stream('busy-log');
+SELECT batpak.gate_drop('busy_1');
+SELECT batpak.gate_drop('busy_2');
+
+-- a gate's function cannot be renamed or moved while the gate exists
+SELECT try($$ALTER FUNCTION gate_max_total(batpak.new_event) RENAME TO gate_renamed$$);
+SELECT try($$ALTER FUNCTION gate_max_total(batpak.new_event) SET SCHEMA batpak$$);
+SELECT gate, check_function FROM batpak.gates WHERE gate = 'b_total';
+
+-- only a superuser may make a gate of a function a non-superuser owns
+GRANT USAGE ON SCHEMA batpak TO gate_admin_user;
+GRANT EXECUTE ON FUNCTION batpak.gate_create(text, regprocedure, text, text[], text)
+    TO gate_admin_user;
+GRANT SELECT, INSERT ON batpak.gate_definitions TO gate_admin_user;
+GRANT CREATE ON SCHEMA public TO gate_admin_user;
+SET ROLE gate_admin_user;
+CREATE FUNCTION public.gate_by_admin(e batpak.new_event) RETURNS text LANGUAGE sql
+    AS 'SELECT NULL::text';
+SELECT try($$SELECT batpak.gate_create('by_admin', 'gate_by_admin(batpak.new_event)')$$);
+SELECT try($$INSERT INTO batpak.gate_definitions (name, check_function)
+             VALUES ('by_admin', 'public.gate_by_admin(batpak.new_event)')$$);
+SELECT try($$SELECT batpak.gate_create('by_admin_ok', 'gate_max_total(batpak.new_event)', scope => 'none')$$);
+RESET ROLE;
+SELECT gate, created_by FROM batpak.gates WHERE gate LIKE 'by_admin%';
+SELECT batpak.gate_drop('by_admin_ok');
+DROP FUNCTION public.gate_by_admin(batpak.new_event);
+REVOKE CREATE ON SCHEMA public FROM gate_admin_user;
+REVOKE ALL ON batpak.gate_definitions FROM gate_admin_user;
+REVOKE ALL ON FUNCTION batpak.gate_create(text, regprocedure, text, text[], text) FROM gate_admin_user;
+DROP FUNCTION gate_busy(batpak.new_event), gate_first_denies(batpak.new_event),
+    gate_second_raises(batpak.new_event);
+
 -- dropping a gate's function removes the gate; gate_drop removes one
 DROP FUNCTION gate_raises(batpak.new_event);
 SELECT gate FROM batpak.gates;

@@ -134,7 +134,7 @@ batpak_define_gucs(void)
 							   "",
 							   PGC_USERSET,
 							   0,
-							   batpak_gate_bypass_check, NULL, NULL);
+							   batpak_gate_bypass_check, batpak_gate_bypass_assign, NULL);
 
 	MarkGUCPrefixReserved("batpak");
 }

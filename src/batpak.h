@@ -484,6 +484,7 @@ typedef struct BatpakNewEvent
 extern bool batpak_record_denials;
 extern char *batpak_gate_bypass_reason;
 extern bool batpak_gate_bypass_check(char **newval, void **extra, GucSource source);
+extern void batpak_gate_bypass_assign(const char *newval, void *extra);
 extern void batpak_gates_apply(BatpakNewEvent *e, int item);
 
 /* sql_write.c: input checks shared with other entry points */

@@ -23,7 +23,8 @@
  *
  * batpak.gate_bypass_reason, settable only by superusers and members of
  * the role batpak_admin, makes appends skip the gates; they carry the
- * reason and the role in their metadata under "batpak.gate_bypass".
+ * reason and the role that set it in their metadata under
+ * "batpak.gate_bypass".
  *
  *-------------------------------------------------------------------------
  */
@@ -32,8 +33,10 @@
 #include <sodium.h>
 
 #include "access/htup_details.h"
+#include "access/parallel.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -63,11 +66,13 @@ PG_FUNCTION_INFO_V1(batpak_evaluate_gates);
 
 bool		batpak_record_denials = false;
 char	   *batpak_gate_bypass_reason = NULL;
+static Oid	batpak_gate_bypass_setter = InvalidOid;	/* role that set it */
 
 typedef struct BatpakGate
 {
 	char	   *name;
-	Oid			fn;
+	char	   *signature;		/* as stored: "schema.function(batpak.new_event)" */
+	Oid			fn;				/* InvalidOid: no such function (any more) */
 	SPIPlanPtr	plan;			/* SELECT fn($1), kept; NULL until first use */
 	text	   *scope;			/* NULL: any */
 	int			nkinds;			/* -1: any */
@@ -95,6 +100,15 @@ static int	ngates = 0;
 static BatpakGateSet gate_sets[BATPAK_MAX_GATE_SETS];
 static int	ngate_sets = 0;
 static Oid	gate_event_type = InvalidOid;
+static bool gates_changed_during_load = false;
+
+/*
+ * Gate statements running in this backend.  A gate function may append or
+ * evaluate gates itself; while an outer gate statement runs, the cache and
+ * its kept plans must stay as they are (no reload, no eviction), or the
+ * outer statement would run freed plans.
+ */
+static int	gate_depth = 0;
 static bool gates_valid = false;
 static Oid	gate_table_oid = InvalidOid;
 static bool callback_registered = false;
@@ -103,7 +117,18 @@ static void
 batpak_gates_invalidate(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == gate_table_oid)
+	{
 		gates_valid = false;
+		gates_changed_during_load = true;
+	}
+}
+
+/* A function changed (CREATE OR REPLACE, ALTER, DROP): rebuild the plans */
+static void
+batpak_gates_proc_changed(Datum arg, int cacheid, uint32 hashvalue)
+{
+	gates_valid = false;
+	gates_changed_during_load = true;
 }
 
 static Oid
@@ -115,6 +140,19 @@ batpak_gate_table(void)
 	if (!OidIsValid(rel))
 		elog(ERROR, "batpak.gate_definitions does not exist");
 	return rel;
+}
+
+static Oid
+batpak_rel_owner(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
 }
 
 static text *
@@ -129,14 +167,19 @@ batpak_gates_load(void)
 {
 	MemoryContext oldcxt;
 	int			rc;
+	Oid			owner;
+	Oid			save_user;
+	int			save_sec;
 
 	if (!callback_registered)
 	{
 		CacheRegisterRelcacheCallback(batpak_gates_invalidate, (Datum) 0);
+		CacheRegisterSyscacheCallback(PROCOID, batpak_gates_proc_changed, (Datum) 0);
 		callback_registered = true;
 	}
 	gate_table_oid = batpak_gate_table();
 	gate_event_type = InvalidOid;
+	owner = batpak_rel_owner(gate_table_oid);
 	if (gate_cxt == NULL)
 		gate_cxt = AllocSetContextCreate(CacheMemoryContext, "batpak gates",
 										 ALLOCSET_SMALL_SIZES);
@@ -149,16 +192,38 @@ batpak_gates_load(void)
 	MemoryContextReset(gate_cxt);
 	gates = NULL;
 	ngates = 0;
-	/* invalidations from here on count: an earlier one is what we load */
-	gates_valid = true;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	rc = SPI_execute("SELECT name, check_function::oid, scope, kinds, entity_prefix "
-					 "FROM batpak.gate_definitions ORDER BY name COLLATE \"C\"",
-					 true, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "could not read batpak.gate_definitions: %s", SPI_result_code_string(rc));
+	/*
+	 * Valid only once loaded whole, and only if nothing changed meanwhile:
+	 * an error half way (the caller's cancel, a lock timeout) must not leave
+	 * an empty cache that lets every append through.
+	 */
+	gates_valid = false;
+	gates_changed_during_load = false;
+
+	/*
+	 * Read as the table's owner: the gates apply to appenders who may not
+	 * read the definitions.  Fully qualified, whatever the search_path.
+	 */
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		rc = SPI_execute("SELECT name, check_function, "
+						 "pg_catalog.to_regprocedure(check_function)::pg_catalog.oid, "
+						 "scope, kinds, entity_prefix FROM batpak.gate_definitions "
+						 "ORDER BY name COLLATE pg_catalog.\"C\"",
+						 true, 0);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "could not read batpak.gate_definitions: %s", SPI_result_code_string(rc));
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_user, save_sec);
+	}
+	PG_END_TRY();
 
 	oldcxt = MemoryContextSwitchTo(gate_cxt);
 	gates = palloc0(sizeof(BatpakGate) * Max(SPI_processed, 1));
@@ -171,10 +236,12 @@ batpak_gates_load(void)
 		Datum		d;
 
 		g->name = pstrdup(TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull)));
-		g->fn = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+		g->signature = pstrdup(TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull)));
 		d = SPI_getbinval(tup, desc, 3, &isnull);
-		g->scope = isnull ? NULL : batpak_copy_text(d);
+		g->fn = isnull ? InvalidOid : DatumGetObjectId(d);
 		d = SPI_getbinval(tup, desc, 4, &isnull);
+		g->scope = isnull ? NULL : batpak_copy_text(d);
+		d = SPI_getbinval(tup, desc, 5, &isnull);
 		g->nkinds = -1;
 		if (!isnull)
 		{
@@ -187,13 +254,14 @@ batpak_gates_load(void)
 			for (int k = 0; k < g->nkinds; k++)
 				g->kinds[k] = nulls[k] ? NULL : batpak_copy_text(elems[k]);
 		}
-		d = SPI_getbinval(tup, desc, 5, &isnull);
+		d = SPI_getbinval(tup, desc, 6, &isnull);
 		g->prefix = isnull ? NULL : batpak_copy_text(d);
 		g->plan = NULL;
 		ngates++;
 	}
 	MemoryContextSwitchTo(oldcxt);
 	SPI_finish();
+	gates_valid = !gates_changed_during_load;
 }
 
 static bool
@@ -276,14 +344,16 @@ batpak_new_event_datum(const BatpakNewEvent *e)
 static char *
 batpak_gate_call(const BatpakGate *g)
 {
-	HeapTuple	proc = SearchSysCache1(PROCOID, ObjectIdGetDatum(g->fn));
+	HeapTuple	proc = OidIsValid(g->fn) ?
+		SearchSysCache1(PROCOID, ObjectIdGetDatum(g->fn)) : NULL;
 	Form_pg_proc form;
 	char	   *call;
 
 	if (!HeapTupleIsValid(proc))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_FUNCTION),
-				 errmsg("function of batpak gate \"%s\" no longer exists", g->name),
+				 errmsg("function %s of batpak gate \"%s\" does not exist",
+						g->signature, g->name),
 				 errhint("Drop the gate with batpak.gate_drop.")));
 	form = (Form_pg_proc) GETSTRUCT(proc);
 	call = psprintf("%s($1::batpak.new_event)",
@@ -293,16 +363,21 @@ batpak_gate_call(const BatpakGate *g)
 	return call;
 }
 
+/*
+ * Prepare a gate statement.  A generic plan: with $1 as a constant the
+ * planner would fold an immutable later gate at plan time, before an
+ * earlier one could deny.  keep: keep it beyond this SPI connection.
+ */
 static SPIPlanPtr
-batpak_gate_plan(const char *sql, const char *what)
+batpak_gate_plan(const char *sql, const char *what, bool keep)
 {
 	Oid			argtype = batpak_new_event_type();
-	SPIPlanPtr	plan = SPI_prepare(sql, 1, &argtype);
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, 1, &argtype, CURSOR_OPT_GENERIC_PLAN);
 
 	if (plan == NULL)
 		elog(ERROR, "could not prepare the call of batpak gate %s: %s",
 			 what, SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
+	if (keep && SPI_keepplan(plan) != 0)
 		elog(ERROR, "could not keep the plan of batpak gate %s", what);
 	return plan;
 }
@@ -314,7 +389,6 @@ batpak_gate_plan(const char *sql, const char *what)
 static int
 batpak_gate_set_run(uint64 mask, Datum event, MemoryContext cxt, char **message)
 {
-	BatpakGateSet *set = NULL;
 	Datum		args[1];
 	char		nulls[1] = {' '};
 	bool		isnull;
@@ -323,40 +397,53 @@ batpak_gate_set_run(uint64 mask, Datum event, MemoryContext cxt, char **message)
 	char	   *colon;
 	int			rc;
 
-	for (int i = 0; i < ngate_sets && set == NULL; i++)
+	SPIPlanPtr	plan = NULL;
+
+	for (int i = 0; i < ngate_sets && plan == NULL; i++)
 		if (gate_sets[i].mask == mask)
-			set = &gate_sets[i];
-	if (set == NULL)
+			plan = gate_sets[i].plan;
+	if (plan == NULL)
 	{
 		StringInfoData sql;
 		bool		first = true;
-		SPIPlanPtr	plan;
+		bool		keep;
 
+		/* the operator qualified: the caller's search_path cannot swap it */
 		initStringInfo(&sql);
 		appendStringInfoString(&sql, "SELECT COALESCE(");
 		for (int i = 0; i < ngates; i++)
 		{
 			if (!(mask & (UINT64CONST(1) << i)))
 				continue;
-			appendStringInfo(&sql, "%s'%d:' || %s", first ? "" : ", ", i,
-							 batpak_gate_call(&gates[i]));
+			appendStringInfo(&sql, "%s'%d:'::pg_catalog.text OPERATOR(pg_catalog.||) %s",
+							 first ? "" : ", ", i, batpak_gate_call(&gates[i]));
 			first = false;
 		}
 		appendStringInfoChar(&sql, ')');
-		plan = batpak_gate_plan(sql.data, "set");
-		if (ngate_sets == BATPAK_MAX_GATE_SETS)
+
+		/*
+		 * Keep it, unless the table is full and an outer gate statement may
+		 * be running the plan we would evict: then use it once.
+		 */
+		keep = ngate_sets < BATPAK_MAX_GATE_SETS || gate_depth <= 1;
+		plan = batpak_gate_plan(sql.data, "set", keep);
+		if (keep)
 		{
-			/* many filter combinations: forget the oldest */
-			SPI_freeplan(gate_sets[0].plan);
-			memmove(gate_sets, gate_sets + 1, sizeof(BatpakGateSet) * (BATPAK_MAX_GATE_SETS - 1));
-			ngate_sets--;
+			if (ngate_sets == BATPAK_MAX_GATE_SETS)
+			{
+				/* many filter combinations: forget the oldest */
+				SPI_freeplan(gate_sets[0].plan);
+				memmove(gate_sets, gate_sets + 1,
+						sizeof(BatpakGateSet) * (BATPAK_MAX_GATE_SETS - 1));
+				ngate_sets--;
+			}
+			gate_sets[ngate_sets].mask = mask;
+			gate_sets[ngate_sets].plan = plan;
+			ngate_sets++;
 		}
-		set = &gate_sets[ngate_sets++];
-		set->mask = mask;
-		set->plan = plan;
 	}
 	args[0] = event;
-	rc = SPI_execute_plan(set->plan, args, nulls, false, 1);
+	rc = SPI_execute_plan(plan, args, nulls, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "batpak gates returned no row");
 	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -387,7 +474,7 @@ batpak_gate_run(BatpakGate *g, Datum event, MemoryContext cxt)
 	Datum		result;
 
 	if (g->plan == NULL)
-		g->plan = batpak_gate_plan(psprintf("SELECT %s", batpak_gate_call(g)), g->name);
+		g->plan = batpak_gate_plan(psprintf("SELECT %s", batpak_gate_call(g)), g->name, true);
 	args[0] = event;
 	rc = SPI_execute_plan(g->plan, args, nulls, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
@@ -402,7 +489,10 @@ static void
 batpak_gates_ensure(void)
 {
 	AcceptInvalidationMessages();
-	if (!gates_valid)
+	/* inside a gate statement the cache stays as it is, see gate_depth */
+	if (!gates_valid && gate_depth == 0)
+		batpak_gates_load();
+	else if (gates == NULL)
 		batpak_gates_load();
 }
 
@@ -483,7 +573,8 @@ batpak_mark_bypass(BatpakNewEvent *e)
 	appendStringInfoString(&buf, "{\"" BATPAK_BYPASS_KEY "\": {\"reason\": ");
 	escape_json(&buf, batpak_gate_bypass_reason);
 	appendStringInfoString(&buf, ", \"role\": ");
-	escape_json(&buf, GetUserNameFromId(GetUserId(), false));
+	escape_json(&buf, GetUserNameFromId(OidIsValid(batpak_gate_bypass_setter) ?
+										batpak_gate_bypass_setter : GetUserId(), false));
 	appendStringInfoString(&buf, "}}");
 	mark = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
 	if (e->metadata == NULL)
@@ -506,69 +597,80 @@ batpak_mark_bypass(BatpakNewEvent *e)
 void
 batpak_gates_apply(BatpakNewEvent *e, int item)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	Datum		event = (Datum) 0;
-	char	   *gate = NULL;
-	char	   *message = NULL;
-	bool		connected = false;
-
 	if (batpak_gate_bypass_reason != NULL && batpak_gate_bypass_reason[0] != '\0')
 	{
 		batpak_mark_bypass(e);
 		return;
 	}
 	batpak_gates_ensure();
-	if (ngates <= 64)
+	gate_depth++;
+	PG_TRY();
 	{
-		uint64		mask = 0;
+		MemoryContext cxt = CurrentMemoryContext;
+		Datum		event = (Datum) 0;
+		char	   *gate = NULL;
+		char	   *message = NULL;
 
-		for (int i = 0; i < ngates; i++)
-			if (batpak_gate_matches(&gates[i], e))
-				mask |= UINT64CONST(1) << i;
-		if (mask != 0)
+		if (ngates <= 64)
 		{
-			int			denied;
+			uint64		mask = 0;
 
-			event = batpak_new_event_datum(e);
-			if (SPI_connect() != SPI_OK_CONNECT)
-				elog(ERROR, "SPI_connect failed");
-			denied = batpak_gate_set_run(mask, event, cxt, &message);
-			if (denied >= 0)
-				gate = MemoryContextStrdup(cxt, gates[denied].name);
-			SPI_finish();
-		}
-	}
-	else
-	{
-		/* more gates than a mask holds: one statement per gate */
-		for (int i = 0; i < ngates && message == NULL; i++)
-		{
-			BatpakGate *g = &gates[i];
-
-			if (!batpak_gate_matches(g, e))
-				continue;
-			if (!connected)
+			for (int i = 0; i < ngates; i++)
+				if (batpak_gate_matches(&gates[i], e))
+					mask |= UINT64CONST(1) << i;
+			if (mask != 0)
 			{
+				int			denied;
+
 				event = batpak_new_event_datum(e);
 				if (SPI_connect() != SPI_OK_CONNECT)
 					elog(ERROR, "SPI_connect failed");
-				connected = true;
+				denied = batpak_gate_set_run(mask, event, cxt, &message);
+				if (denied >= 0)
+					gate = MemoryContextStrdup(cxt, gates[denied].name);
+				SPI_finish();
 			}
-			message = batpak_gate_run(g, event, cxt);
-			if (message != NULL)
-				gate = MemoryContextStrdup(cxt, g->name);
 		}
-		if (connected)
-			SPI_finish();
+		else
+		{
+			bool		connected = false;
+
+			/* more gates than a mask holds: one statement per gate */
+			for (int i = 0; i < ngates && message == NULL; i++)
+			{
+				BatpakGate *g = &gates[i];
+
+				if (!batpak_gate_matches(g, e))
+					continue;
+				if (!connected)
+				{
+					event = batpak_new_event_datum(e);
+					if (SPI_connect() != SPI_OK_CONNECT)
+						elog(ERROR, "SPI_connect failed");
+					connected = true;
+				}
+				message = batpak_gate_run(g, event, cxt);
+				if (message != NULL)
+					gate = MemoryContextStrdup(cxt, g->name);
+			}
+			if (connected)
+				SPI_finish();
+		}
+		if (message != NULL)
+		{
+			if (batpak_record_denials)
+				batpak_record_denial(e, gate, message);
+			ereport(ERROR,
+					(errcode(ERRCODE_BATPAK_GATE_DENIED),
+					 errmsg("append denied by gate \"%s\": %s", gate, message),
+					 item > 0 ? errdetail("Event %d of the batch was denied; nothing was written.", item) : 0));
+		}
 	}
-	if (message == NULL)
-		return;
-	if (batpak_record_denials)
-		batpak_record_denial(e, gate, message);
-	ereport(ERROR,
-			(errcode(ERRCODE_BATPAK_GATE_DENIED),
-			 errmsg("append denied by gate \"%s\": %s", gate, message),
-			 item > 0 ? errdetail("Event %d of the batch was denied; nothing was written.", item) : 0));
+	PG_FINALLY();
+	{
+		gate_depth--;
+	}
+	PG_END_TRY();
 }
 
 /* Trigger function: the gate table changed, make every backend reload */
@@ -616,30 +718,39 @@ batpak_evaluate_gates(PG_FUNCTION_ARGS)
 	rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	batpak_gates_ensure();
 	event = batpak_new_event_datum(&e);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	for (int i = 0; i < ngates; i++)
+	gate_depth++;
+	PG_TRY();
 	{
-		Datum		values[2];
-		bool		nulls[2] = {false, false};
-		char	   *message;
-
-		if (!batpak_gate_matches(&gates[i], &e))
-			continue;
-		message = batpak_gate_run(&gates[i], event, rsinfo->econtext->ecxt_per_query_memory);
-		if (message == NULL)
-			continue;
-		/* the tuplestore lives in the per-query context, not SPI's */
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		for (int i = 0; i < ngates; i++)
 		{
-			MemoryContext old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+			Datum		values[2];
+			bool		nulls[2] = {false, false};
+			char	   *message;
 
-			values[0] = CStringGetTextDatum(gates[i].name);
-			values[1] = CStringGetTextDatum(message);
-			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-			MemoryContextSwitchTo(old);
+			if (!batpak_gate_matches(&gates[i], &e))
+				continue;
+			message = batpak_gate_run(&gates[i], event, rsinfo->econtext->ecxt_per_query_memory);
+			if (message == NULL)
+				continue;
+			/* the tuplestore lives in the per-query context, not SPI's */
+			{
+				MemoryContext old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+
+				values[0] = CStringGetTextDatum(gates[i].name);
+				values[1] = CStringGetTextDatum(message);
+				tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+				MemoryContextSwitchTo(old);
+			}
 		}
+		SPI_finish();
 	}
-	SPI_finish();
+	PG_FINALLY();
+	{
+		gate_depth--;
+	}
+	PG_END_TRY();
 	return (Datum) 0;
 }
 
@@ -655,20 +766,36 @@ batpak_gate_bypass_check(char **newval, void **extra, GucSource source)
 
 	if (*newval == NULL || (*newval)[0] == '\0')
 		return true;
+	/* a parallel worker takes the leader's settings as they are */
+	if (InitializingParallelWorker)
+		return true;
 	if (!IsTransactionState() || !OidIsValid(GetUserId()))
 	{
 		GUC_check_errcode(ERRCODE_INSUFFICIENT_PRIVILEGE);
 		GUC_check_errmsg("batpak.gate_bypass_reason can only be set with SET inside a session");
 		return false;
 	}
-	if (superuser())
-		return true;
 	admin = get_role_oid(BATPAK_ADMIN_ROLE, true);
-	if (OidIsValid(admin) && is_member_of_role(GetUserId(), admin))
+	if (superuser() || (OidIsValid(admin) && is_member_of_role(GetUserId(), admin)))
+	{
+		/* remember who set it: the metadata names that role */
+		Oid		   *setter = malloc(sizeof(Oid));
+
+		if (setter == NULL)
+			return false;
+		*setter = GetUserId();
+		*extra = setter;
 		return true;
+	}
 	GUC_check_errcode(ERRCODE_INSUFFICIENT_PRIVILEGE);
 	GUC_check_errmsg("permission denied to set batpak.gate_bypass_reason");
 	GUC_check_errdetail("Only superusers and members of role \"%s\" may bypass the gates.",
 						BATPAK_ADMIN_ROLE);
 	return false;
+}
+
+void
+batpak_gate_bypass_assign(const char *newval, void *extra)
+{
+	batpak_gate_bypass_setter = extra ? *(Oid *) extra : InvalidOid;
 }
