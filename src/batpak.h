@@ -12,6 +12,7 @@
 #ifndef BATPAK_H
 #define BATPAK_H
 
+#include "fmgr.h"
 #include "lib/dshash.h"
 #include "port/pg_bswap.h"
 #include "port/atomics.h"
@@ -492,5 +493,7 @@ extern void batpak_check_coordinate(const char *what, const char *s, Size len,
 									Size maxlen);
 extern void batpak_check_kind(const char *s, Size len);
 extern void batpak_append_system_event(const BatpakNewEvent *e);
+extern void batpak_validate_event(const BatpakNewEvent *e, bool system);
+extern void batpak_event_from_args(FunctionCallInfo fcinfo, BatpakNewEvent *e);
 
 #endif							/* BATPAK_H */

@@ -382,6 +382,21 @@ batpak_gate_plan(const char *sql, const char *what, bool keep)
 	return plan;
 }
 
+/* Execute a gate statement (SPI connected) on the event: its one value */
+static Datum
+batpak_gate_exec(SPIPlanPtr plan, Datum event, bool *isnull)
+{
+	Datum		args[1];
+	char		nulls[1] = {' '};
+	int			rc;
+
+	args[0] = event;
+	rc = SPI_execute_plan(plan, args, nulls, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "batpak gate statement returned " UINT64_FORMAT " rows", SPI_processed);
+	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull);
+}
+
 /*
  * Run the gates of mask in order, in one statement (SPI connected): the
  * index of the first that denies and its message (in cxt), or -1.
@@ -389,13 +404,10 @@ batpak_gate_plan(const char *sql, const char *what, bool keep)
 static int
 batpak_gate_set_run(uint64 mask, Datum event, MemoryContext cxt, char **message)
 {
-	Datum		args[1];
-	char		nulls[1] = {' '};
 	bool		isnull;
 	Datum		result;
 	char	   *str;
 	char	   *colon;
-	int			rc;
 
 	SPIPlanPtr	plan = NULL;
 
@@ -442,11 +454,7 @@ batpak_gate_set_run(uint64 mask, Datum event, MemoryContext cxt, char **message)
 			ngate_sets++;
 		}
 	}
-	args[0] = event;
-	rc = SPI_execute_plan(plan, args, nulls, false, 1);
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "batpak gates returned no row");
-	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	result = batpak_gate_exec(plan, event, &isnull);
 	if (isnull)
 		return -1;
 	str = TextDatumGetCString(result);
@@ -467,19 +475,12 @@ batpak_gate_set_run(uint64 mask, Datum event, MemoryContext cxt, char **message)
 static char *
 batpak_gate_run(BatpakGate *g, Datum event, MemoryContext cxt)
 {
-	Datum		args[1];
-	char		nulls[1] = {' '};
-	int			rc;
 	bool		isnull;
 	Datum		result;
 
 	if (g->plan == NULL)
 		g->plan = batpak_gate_plan(psprintf("SELECT %s", batpak_gate_call(g)), g->name, true);
-	args[0] = event;
-	rc = SPI_execute_plan(g->plan, args, nulls, false, 1);
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "batpak gate \"%s\" returned no row", g->name);
-	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	result = batpak_gate_exec(g->plan, event, &isnull);
 	if (isnull)
 		return NULL;
 	return MemoryContextStrdup(cxt, TextDatumGetCString(result));
@@ -696,23 +697,8 @@ batpak_evaluate_gates(PG_FUNCTION_ARGS)
 	BatpakNewEvent e;
 	Datum		event;
 
-	for (int i = 0; i < 4; i++)
-		if (PG_ARGISNULL(i))
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("%s must not be null",
-							i == 0 ? "entity" : i == 1 ? "scope" : i == 2 ? "kind" : "payload")));
-	memset(&e, 0, sizeof(e));
-	e.entity = PG_GETARG_TEXT_PP(0);
-	e.scope = PG_GETARG_TEXT_PP(1);
-	e.kind = PG_GETARG_TEXT_PP(2);
-	e.payload = PG_GETARG_JSONB_P(3);
-	e.metadata = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
-	batpak_check_coordinate("entity", VARDATA_ANY(e.entity), VARSIZE_ANY_EXHDR(e.entity),
-							BATPAK_MAX_COORD_LEN);
-	batpak_check_coordinate("scope", VARDATA_ANY(e.scope), VARSIZE_ANY_EXHDR(e.scope),
-							BATPAK_MAX_COORD_LEN);
-	batpak_check_kind(VARDATA_ANY(e.kind), VARSIZE_ANY_EXHDR(e.kind));
+	batpak_event_from_args(fcinfo, &e);
+	batpak_validate_event(&e, false);
 
 	InitMaterializedSRF(fcinfo, 0);
 	rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;

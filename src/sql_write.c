@@ -85,13 +85,13 @@ batpak_require_item(bool isnull, const char *field, int item)
 				 errmsg("%s of event %d must not be null", field, item)));
 }
 
-/* Check one event and return the size of its request item */
-static Size
-batpak_check_event(const BatpakNewEvent *e, bool system)
+/*
+ * Check the fields of one proposed event (system: batpak's own, which may
+ * use a reserved kind).
+ */
+void
+batpak_validate_event(const BatpakNewEvent *e, bool system)
 {
-	Size		size;
-	Size		limit = (Size) batpak_max_event_size_kb * 1024;
-
 	batpak_check_coordinate("entity", VARDATA_ANY(e->entity),
 							VARSIZE_ANY_EXHDR(e->entity), BATPAK_MAX_COORD_LEN);
 	batpak_check_coordinate("scope", VARDATA_ANY(e->scope),
@@ -109,7 +109,16 @@ batpak_check_event(const BatpakNewEvent *e, bool system)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("expected_sequence must not be negative"),
 				 errhint("Use NULL for no check and 0 for an entity that must have no events.")));
+}
 
+/* Check one event and return the size of its request item */
+static Size
+batpak_check_event(const BatpakNewEvent *e, bool system)
+{
+	Size		size;
+	Size		limit = (Size) batpak_max_event_size_kb * 1024;
+
+	batpak_validate_event(e, system);
 	size = VARSIZE_ANY_EXHDR(e->entity) + VARSIZE_ANY_EXHDR(e->scope) +
 		VARSIZE_ANY_EXHDR(e->kind) + (e->idem ? VARSIZE_ANY_EXHDR(e->idem) : 0) +
 		VARSIZE(e->payload) - VARHDRSZ +
@@ -196,6 +205,27 @@ batpak_receipt_values(const BatpakReceipt *r, char *buf, Datum *values, bool *nu
 	values[5] = PointerGetDatum(prev);
 }
 
+/*
+ * The event of a call whose first arguments are (entity, scope, kind,
+ * payload, metadata), as append and evaluate_gates take them; the other
+ * fields are left empty.
+ */
+void
+batpak_event_from_args(FunctionCallInfo fcinfo, BatpakNewEvent *e)
+{
+	batpak_require(PG_ARGISNULL(0), "entity");
+	batpak_require(PG_ARGISNULL(1), "scope");
+	batpak_require(PG_ARGISNULL(2), "kind");
+	batpak_require(PG_ARGISNULL(3), "payload");
+
+	memset(e, 0, sizeof(*e));
+	e->entity = PG_GETARG_TEXT_PP(0);
+	e->scope = PG_GETARG_TEXT_PP(1);
+	e->kind = PG_GETARG_TEXT_PP(2);
+	e->payload = PG_GETARG_JSONB_P(3);
+	e->metadata = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
+}
+
 Datum
 batpak_append(PG_FUNCTION_ARGS)
 {
@@ -205,17 +235,7 @@ batpak_append(PG_FUNCTION_ARGS)
 	TupleDesc	tupdesc;
 
 	batpak_check_loaded();
-	batpak_require(PG_ARGISNULL(0), "entity");
-	batpak_require(PG_ARGISNULL(1), "scope");
-	batpak_require(PG_ARGISNULL(2), "kind");
-	batpak_require(PG_ARGISNULL(3), "payload");
-
-	memset(&e, 0, sizeof(e));
-	e.entity = PG_GETARG_TEXT_PP(0);
-	e.scope = PG_GETARG_TEXT_PP(1);
-	e.kind = PG_GETARG_TEXT_PP(2);
-	e.payload = PG_GETARG_JSONB_P(3);
-	e.metadata = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
+	batpak_event_from_args(fcinfo, &e);
 	e.has_expected = !PG_ARGISNULL(5);
 	e.expected_sequence = e.has_expected ? PG_GETARG_INT64(5) : 0;
 	e.idem = PG_ARGISNULL(6) ? NULL : PG_GETARG_TEXT_PP(6);

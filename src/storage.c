@@ -172,6 +172,19 @@ batpak_hash_body(const uint8 *prev_hash, const char *body, Size len_without_hash
 	crypto_generichash_final(&st, out, BATPAK_HASH_LEN);
 }
 
+/* Write the frame header of the body_len-byte body at dst + 8: length, CRC */
+static void
+batpak_frame_seal(char *dst, uint32 body_len)
+{
+	pg_crc32c	crc;
+
+	INIT_CRC32C(crc);
+	COMP_CRC32C(crc, dst + BATPAK_FRAME_HEADER_SIZE, body_len);
+	FIN_CRC32C(crc);
+	put_u32(dst, body_len);
+	put_u32(dst + 4, crc);
+}
+
 /*
  * Write the frame of one event at dst (batpak_frame_size(ev) bytes) and
  * return its hash in event_hash_out.
@@ -190,7 +203,6 @@ batpak_frame_build(char *dst, const BatpakEventReq *ev,
 	char	   *p;
 	Size		strings = (Size) ev->entity_len + ev->scope_len + ev->kind_len +
 		ev->idem_len + ev->payload_len + ev->metadata_len;
-	pg_crc32c	crc;
 
 	if (ev->has_causation)
 		flags |= BATPAK_FLAG_HAS_CAUSATION;
@@ -224,12 +236,7 @@ batpak_frame_build(char *dst, const BatpakEventReq *ev,
 	memcpy(p, prev_hash, BATPAK_HASH_LEN);
 	batpak_hash_body(prev_hash, body, p - body, event_hash_out);
 	memcpy(p + BATPAK_HASH_LEN, event_hash_out, BATPAK_HASH_LEN);
-
-	INIT_CRC32C(crc);
-	COMP_CRC32C(crc, body, body_len);
-	FIN_CRC32C(crc);
-	put_u32(dst, body_len);
-	put_u32(dst + 4, crc);
+	batpak_frame_seal(dst, body_len);
 }
 
 /*
@@ -255,7 +262,6 @@ batpak_marker_build(char *dst, uint32 flags, uint64 top_xid,
 {
 	uint32		body_len = (uint32) (batpak_marker_size(nxids) - BATPAK_FRAME_HEADER_SIZE);
 	char	   *body = dst + BATPAK_FRAME_HEADER_SIZE;
-	pg_crc32c	crc;
 
 	memset(body, 0, body_len);
 	put_u32(body + 72, flags);
@@ -264,11 +270,7 @@ batpak_marker_build(char *dst, uint32 flags, uint64 top_xid,
 	put_u64(body + 100, top_xid);
 	for (int i = 0; i < nxids; i++)
 		put_u64(body + BATPAK_BODY_FIXED_SIZE + i * sizeof(uint64), xids[i]);
-	INIT_CRC32C(crc);
-	COMP_CRC32C(crc, body, body_len);
-	FIN_CRC32C(crc);
-	put_u32(dst, body_len);
-	put_u32(dst + 4, crc);
+	batpak_frame_seal(dst, body_len);
 }
 
 /* The i-th xid listed in a decoded ABORT marker */
