@@ -507,48 +507,51 @@ gates_off() {
 }
 
 sec_gates() {
-	local i r tps a=() b=()
 	q "CREATE FUNCTION public.bench_gate_order_id(e batpak.new_event) RETURNS text LANGUAGE sql AS
 	     \$\$ SELECT CASE WHEN NOT (e.payload ? 'order_id') THEN 'missing order_id' END \$\$;
 	   CREATE FUNCTION public.bench_gate_total(e batpak.new_event) RETURNS text LANGUAGE sql AS
 	     \$\$ SELECT CASE WHEN (e.payload->>'total_cents')::bigint < 0 THEN 'negative total' END \$\$;
 	   CREATE FUNCTION public.bench_gate_entity(e batpak.new_event) RETURNS text LANGUAGE sql AS
 	     \$\$ SELECT CASE WHEN e.entity !~ '^s[0-9]+\$' THEN 'unknown entity' END \$\$" >/dev/null
-	QTIMEOUT=120 q "CHECKPOINT" >/dev/null
-	for i in $(seq 1 "$RUNS"); do
-		r=$(PGOPTIONS=$IMMEDIATE pgb "gates0-$i" 32 2 batpak_append.sql)
-		read -r tps _ <<<"$r"
-		a+=("$tps")
-		gates_on
-		r=$(PGOPTIONS=$IMMEDIATE pgb "gates3-$i" 32 2 batpak_append.sql) || { gates_off; return 1; }
-		gates_off
-		read -r tps _ <<<"$r"
-		b+=("$tps")
-		say "   run $i: $(grp "${a[-1]}") /s without gates, $(grp "${b[-1]}") /s with three"
-	done
-	put_stats bpgates0.rate "${a[@]}"
-	put_stats bpgates3.rate "${b[@]}"
+	alternate bpgates0 run_no_gates bpgates3 run_three_gates "three gates"
+}
+
+run_no_gates() { PGOPTIONS=$IMMEDIATE pgb "gates0-$1" 32 2 batpak_append.sql; }
+run_three_gates() {
+	local r
+	gates_on
+	r=$(PGOPTIONS=$IMMEDIATE pgb "gates3-$1" 32 2 batpak_append.sql) || { gates_off; return 1; }
+	gates_off
+	echo "$r"
 }
 
 sec_batpak_tx_writes() {
-	local i r tps a=() b=()
 	bench_tps bptx1 1 1 batpak_append_tx.sql 1 latency
 	# autocommit: one statement per transaction, like the baseline's INSERT
 	bench_tps bpac32 32 2 batpak_append.sql 1
-	# with and without an open transaction, alternately, so that drift in
-	# the machine does not favour either side
+	alternate bptx32 run_tx32 bptx32open run_tx32_open "an open transaction"
+}
+
+run_tx32() { pgb "bptx32-$1" 32 2 batpak_append_tx.sql; }
+run_tx32_open() { with_open_transaction pgb "bptx32open-$1" 32 2 batpak_append_tx.sql; }
+
+# alternate KEY_A FN_A KEY_B FN_B WHAT: $RUNS rounds of FN_A then FN_B (each
+# given the round number, each printing pgb's "tps latency"), so that drift
+# in the machine favours neither side; stores KEY_A.rate and KEY_B.rate.
+alternate() {
+	local ka=$1 fa=$2 kb=$3 fb=$4 what=$5 i r tps a=() b=()
 	QTIMEOUT=120 q "CHECKPOINT" >/dev/null
 	for i in $(seq 1 "$RUNS"); do
-		r=$(pgb "bptx32-$i" 32 2 batpak_append_tx.sql)
+		r=$("$fa" "$i")
 		read -r tps _ <<<"$r"
 		a+=("$tps")
-		r=$(with_open_transaction pgb "bptx32open-$i" 32 2 batpak_append_tx.sql)
+		r=$("$fb" "$i")
 		read -r tps _ <<<"$r"
 		b+=("$tps")
-		say "   run $i: $(grp "${a[-1]}") /s without, $(grp "${b[-1]}") /s with an open transaction"
+		say "   run $i: $(grp "${a[-1]}") /s without, $(grp "${b[-1]}") /s with $what"
 	done
-	put_stats bptx32.rate "${a[@]}"
-	put_stats bptx32open.rate "${b[@]}"
+	put_stats "$ka.rate" "${a[@]}"
+	put_stats "$kb.rate" "${b[@]}"
 }
 
 # Write a psql script that loads $NHOT events into one entity and the rest of
