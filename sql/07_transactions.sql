@@ -111,6 +111,16 @@ COMMIT;
 SELECT entity, entity_sequence, kind FROM batpak.read_all(:base)
  WHERE entity LIKE 'tx-mix%' ORDER BY global_sequence;
 
+-- a transactional append cannot run in a parallel worker (a function
+-- wrongly marked PARALLEL SAFE): it needs an xid of its own
+CREATE FUNCTION tx_par_append() RETURNS bigint LANGUAGE plpgsql PARALLEL SAFE AS $$
+BEGIN RETURN (SELECT global_sequence FROM batpak.append('tx-par', 'tx', 'k', '{}')); END $$;
+SET force_parallel_mode = on;
+SELECT try($$SELECT tx_par_append()$$);
+RESET force_parallel_mode;
+DROP FUNCTION tx_par_append();
+SELECT batpak.stream_version('tx-par') AS parallel_wrote;
+
 -- the counters: commits of transactions that appended, rollbacks
 -- (savepoints included) and discarded events
 SELECT transactions_committed - :c0 AS committed,
