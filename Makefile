@@ -33,7 +33,9 @@ OBJS = \
 	src/sql_read.o \
 	src/verify.o \
 	src/xact.o \
-	src/gates.o
+	src/gates.o \
+	src/cursor.o \
+	src/notify.o
 DATA = batpak--1.0.sql
 PGFILEDESC = "batpak - event store with a background writer"
 

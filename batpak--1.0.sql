@@ -15,7 +15,8 @@ CREATE FUNCTION batpak.stats_row(
     OUT ready_at timestamptz, OUT failure text,
     OUT pending_transactions bigint, OUT pending_events bigint,
     OUT transactions_committed bigint, OUT transactions_aborted bigint,
-    OUT events_discarded bigint)
+    OUT events_discarded bigint, OUT notified_sequence bigint,
+    OUT notifications bigint, OUT notifications_failed bigint)
 RETURNS record
 AS 'MODULE_PATHNAME', 'batpak_stats_row'
 LANGUAGE C VOLATILE;
@@ -294,8 +295,86 @@ CREATE EVENT TRIGGER batpak_gates_on_alter ON ddl_command_end
     WHEN TAG IN ('ALTER FUNCTION', 'ALTER ROUTINE', 'ALTER SCHEMA')
     EXECUTE FUNCTION batpak.gates_on_alter();
 
+-- Consuming: cursors (see src/cursor.c and the README).  A cursor's position
+-- lives in this ordinary table, so cursor_read advances it in the caller's
+-- transaction: COMMIT consumes, ROLLBACK delivers the same events again.
+-- The functions read and write it as its owner; the checks below also hold
+-- for rows that arrive by pg_restore or a direct INSERT.
+CREATE TABLE batpak.cursor_state (
+    name          text PRIMARY KEY,
+    scope         text,
+    kinds         text[],
+    entity_prefix text,
+    group_member  integer,
+    group_size    integer,
+    position      bigint NOT NULL DEFAULT 0,
+    gaps          bigint NOT NULL DEFAULT 0,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    created_by    name NOT NULL DEFAULT current_user,
+    read_at       timestamptz,
+    CONSTRAINT cursor_name_valid
+        CHECK (name <> '' AND octet_length(name) <= 255 AND name !~ '[[:cntrl:]]'),
+    CONSTRAINT cursor_filters_valid
+        CHECK ((scope IS NULL OR (scope <> '' AND scope !~ '[[:cntrl:]]'))
+               AND (entity_prefix IS NULL OR (entity_prefix <> '' AND entity_prefix !~ '[[:cntrl:]]'))
+               AND (kinds IS NULL OR (array_position(kinds, NULL) IS NULL
+                                      AND array_ndims(kinds) = 1))),
+    CONSTRAINT cursor_group_valid
+        CHECK ((group_member IS NULL AND group_size IS NULL)
+               OR (group_size >= 1 AND group_member >= 0 AND group_member < group_size)),
+    CONSTRAINT cursor_position_valid CHECK (position >= 0 AND gaps >= 0)
+);
+SELECT pg_catalog.pg_extension_config_dump('batpak.cursor_state', '');
+
+CREATE FUNCTION batpak.cursor_create(name text, scope text DEFAULT NULL,
+                                     kinds text[] DEFAULT NULL,
+                                     entity_prefix text DEFAULT NULL,
+                                     start_after bigint DEFAULT 0,
+                                     group_member integer DEFAULT NULL,
+                                     group_size integer DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'batpak_cursor_create'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION batpak.cursor_read(name text, max_count integer DEFAULT 100)
+RETURNS SETOF batpak.event
+AS 'MODULE_PATHNAME', 'batpak_cursor_read'
+LANGUAGE C VOLATILE ROWS 100;
+
+CREATE FUNCTION batpak.cursor_wait(name text, timeout_ms integer DEFAULT 10000)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'batpak_cursor_wait'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION batpak.cursor_seek(name text, after_sequence bigint)
+RETURNS void
+AS 'MODULE_PATHNAME', 'batpak_cursor_seek'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION batpak.cursor_drop(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'batpak_cursor_drop'
+LANGUAGE C VOLATILE;
+
+-- The member of a group of group_size that consumes entity's events
+CREATE FUNCTION batpak.entity_group(entity text, group_size integer)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'batpak_entity_group'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- lag: global sequences between the cursor and the visible frontier
+-- (rolled-back and non-matching ones included)
+CREATE VIEW batpak.cursors AS
+    SELECT c.name, c.scope, c.kinds, c.entity_prefix, c.group_member, c.group_size,
+           c.position, GREATEST(s.visible_sequence - c.position, 0) AS lag,
+           c.gaps, c.created_at, c.created_by AS owner, c.read_at
+      FROM batpak.cursor_state c CROSS JOIN batpak.stats_row() s
+     ORDER BY c.name COLLATE "C";
+
 -- Nothing for PUBLIC: see the README's privileges section for the grants.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA batpak FROM PUBLIC;
 REVOKE ALL ON batpak.stats FROM PUBLIC;
 REVOKE ALL ON batpak.gates FROM PUBLIC;
 REVOKE ALL ON batpak.gate_definitions FROM PUBLIC;
+REVOKE ALL ON batpak.cursors FROM PUBLIC;
+REVOKE ALL ON batpak.cursor_state FROM PUBLIC;

@@ -27,6 +27,14 @@ bool		batpak_synchronous_commit = true;
 int			batpak_flush_delay_ms = BATPAK_DEFAULT_FLUSH_DELAY_MS;
 int			batpak_writer_timeout_ms = BATPAK_DEFAULT_WRITER_TIMEOUT_MS;
 bool		batpak_transactional = true;
+int			batpak_inject_fault = BATPAK_FAULT_NONE;
+
+/* Faults the tests inject (superuser only; see docs/decisions.md) */
+static const struct config_enum_entry batpak_fault_options[] = {
+	{"none", BATPAK_FAULT_NONE, false},
+	{"notify", BATPAK_FAULT_NOTIFY, false},
+	{NULL, 0, false}
+};
 bool		batpak_loaded = false;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -136,11 +144,21 @@ batpak_define_gucs(void)
 							   0,
 							   batpak_gate_bypass_check, batpak_gate_bypass_assign, NULL);
 
+	DefineCustomEnumVariable("batpak.inject_fault",
+							 "Makes a batpak process fail on purpose, for tests.",
+							 "notify: the notifier's NOTIFY fails as if the notification queue were full.",
+							 &batpak_inject_fault,
+							 BATPAK_FAULT_NONE,
+							 batpak_fault_options,
+							 PGC_SUSET,
+							 GUC_NOT_IN_SAMPLE,
+							 NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("batpak");
 }
 
 static void
-batpak_register_writer(void)
+batpak_register_workers(void)
 {
 	BackgroundWorker worker;
 
@@ -152,6 +170,13 @@ batpak_register_writer(void)
 	strlcpy(worker.bgw_function_name, "batpak_writer_main", BGW_MAXLEN);
 	strlcpy(worker.bgw_name, "batpak writer", BGW_MAXLEN);
 	strlcpy(worker.bgw_type, "batpak writer", BGW_MAXLEN);
+	RegisterBackgroundWorker(&worker);
+
+	/* the notifier: NOTIFY batpak when events become visible (notify.c) */
+	worker.bgw_restart_time = 1;
+	strlcpy(worker.bgw_function_name, "batpak_notifier_main", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, "batpak notifier", BGW_MAXLEN);
+	strlcpy(worker.bgw_type, "batpak notifier", BGW_MAXLEN);
 	RegisterBackgroundWorker(&worker);
 }
 
@@ -176,6 +201,6 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = batpak_shmem_startup_hook;
 
-	batpak_register_writer();
+	batpak_register_workers();
 	batpak_loaded = true;
 }

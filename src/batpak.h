@@ -13,12 +13,14 @@
 #define BATPAK_H
 
 #include "fmgr.h"
+#include "funcapi.h"
 #include "lib/dshash.h"
 #include "port/pg_bswap.h"
 #include "port/atomics.h"
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "utils/array.h"
 #include "utils/dsa.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
@@ -166,6 +168,8 @@ typedef struct BatpakCounters
 	pg_atomic_uint64 transactions_committed;
 	pg_atomic_uint64 transactions_aborted;	/* incl. rolled-back savepoints */
 	pg_atomic_uint64 events_discarded;
+	pg_atomic_uint64 notifications;
+	pg_atomic_uint64 notifications_failed;
 } BatpakCounters;
 
 typedef struct BatpakControl
@@ -189,6 +193,18 @@ typedef struct BatpakControl
 	pg_atomic_uint64 written_seq;
 	pg_atomic_uint64 durable_seq;
 	pg_atomic_uint64 visible_seq;
+
+	/*
+	 * Consumers: the writer broadcasts publish_cv and sets the notifier's
+	 * latch whenever the visible or the durable frontier moves (see
+	 * batpak_frontiers_moved).  ready_seq is the consumer horizon when the
+	 * writer of this incarnation became ready: the notifier starts there.
+	 */
+	ConditionVariable publish_cv;
+	Latch	   *notifier_latch;	/* under lock; NULL when no notifier runs */
+	pid_t		notifier_pid;
+	pg_atomic_uint64 ready_seq;
+	pg_atomic_uint64 notified_seq;
 
 	BatpakCounters counters;
 	pg_atomic_uint64 index_bytes;
@@ -359,6 +375,10 @@ extern bool batpak_synchronous_commit;
 extern int	batpak_flush_delay_ms;
 extern int	batpak_writer_timeout_ms;
 extern bool batpak_transactional;
+extern int	batpak_inject_fault;
+
+#define BATPAK_FAULT_NONE			0
+#define BATPAK_FAULT_NOTIFY			1
 extern bool batpak_loaded;
 
 /* shmem.c */
@@ -462,9 +482,60 @@ extern uint64 batpak_my_top_xid(void);
 /* writer.c */
 extern PGDLLEXPORT void batpak_writer_main(Datum main_arg);
 
+/* notify.c */
+extern PGDLLEXPORT void batpak_notifier_main(Datum main_arg);
+extern void batpak_frontiers_moved(void);
+extern uint64 batpak_consumer_horizon(void);
+
 /* sql_read.c */
 extern void batpak_event_values(const BatpakFrame *f, Datum *values, bool *nulls);
 extern int	batpak_sort_seqs(uint64 *seqs, int n);
+
+/* The filters of read_all and of cursors */
+typedef struct BatpakFilter
+{
+	text	   *scope;			/* NULL: any */
+	int			nkinds;
+	text	  **kinds;			/* NULL: any */
+	text	   *prefix;			/* NULL: any */
+	int32		group_member;	/* group_size 0: no group */
+	int32		group_size;
+} BatpakFilter;
+
+extern void batpak_filter_set_kinds(BatpakFilter *flt, ArrayType *kinds);
+
+/* Materialized set-returning output of batpak.event rows */
+typedef struct BatpakOut
+{
+	ReturnSetInfo *rsinfo;
+	char	   *scratch;
+	Size		scratch_size;
+	BatpakIndex *idx;
+	uint64		frontier;		/* visible frontier: read_all's limit */
+	uint64		published;		/* last sequence in the index */
+} BatpakOut;
+
+extern void batpak_out_begin(FunctionCallInfo fcinfo, BatpakOut *out);
+extern void batpak_out_end(BatpakOut *out);
+
+/*
+ * A walk in global order (read_all, cursors): next is the first sequence
+ * not examined yet; gaps counts the rolled-back sequences passed.  The walk
+ * stops at the limit, at max_count matches, or before the first event whose
+ * transaction has not ended (blocked), so that nothing is skipped that may
+ * become visible later.
+ */
+typedef struct BatpakWalk
+{
+	uint64		next;
+	uint64		gaps;
+	bool		blocked;
+} BatpakWalk;
+
+extern uint64 batpak_walk_global(BatpakIndex *idx, uint64 frontier, uint64 limit,
+								 const BatpakFilter *flt, BatpakWalk *walk,
+								 uint64 max_count, BatpakOut *out);
+extern int32 batpak_entity_member(const char *entity, Size len, int32 group_size);
 
 /* Fields of one proposed event, as given by the caller */
 typedef struct BatpakNewEvent

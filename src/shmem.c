@@ -82,6 +82,12 @@ batpak_shmem_startup(void)
 		pg_atomic_init_u64(&BatpakCtl->counters.transactions_committed, 0);
 		pg_atomic_init_u64(&BatpakCtl->counters.transactions_aborted, 0);
 		pg_atomic_init_u64(&BatpakCtl->counters.events_discarded, 0);
+		pg_atomic_init_u64(&BatpakCtl->counters.notifications, 0);
+		pg_atomic_init_u64(&BatpakCtl->counters.notifications_failed, 0);
+		ConditionVariableInit(&BatpakCtl->publish_cv);
+		BatpakCtl->notifier_latch = NULL;
+		pg_atomic_init_u64(&BatpakCtl->ready_seq, 0);
+		pg_atomic_init_u64(&BatpakCtl->notified_seq, 0);
 		pg_atomic_init_u64(&BatpakCtl->pending_transactions, 0);
 		pg_atomic_init_u64(&BatpakCtl->pending_events, 0);
 		pg_atomic_init_u64(&BatpakCtl->index_bytes, 0);

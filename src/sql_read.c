@@ -108,17 +108,7 @@ batpak_event_values(const BatpakFrame *f, Datum *values, bool *nulls)
 }
 
 /* Materialized-SRF output, with one scratch buffer for every row */
-typedef struct BatpakOut
-{
-	ReturnSetInfo *rsinfo;
-	char	   *scratch;
-	Size		scratch_size;
-	BatpakIndex *idx;
-	uint64		frontier;		/* visible frontier: read_all's limit */
-	uint64		published;		/* last sequence in the index */
-} BatpakOut;
-
-static void
+void
 batpak_out_begin(FunctionCallInfo fcinfo, BatpakOut *out)
 {
 	InitMaterializedSRF(fcinfo, 0);
@@ -158,7 +148,7 @@ batpak_out_seq(BatpakOut *out, uint64 seq)
 	return true;
 }
 
-static void
+void
 batpak_out_end(BatpakOut *out)
 {
 	pfree(out->scratch);
@@ -337,14 +327,37 @@ batpak_read_stream(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
-/* The filters of read_all (and of cursors) */
-typedef struct BatpakFilter
+/*
+ * The member of a group of group_size that consumes an entity's events:
+ * the first 8 bytes of the entity's BLAKE2b-128 index key, big-endian,
+ * modulo group_size.  Stable across platforms, builds and restarts, and
+ * spread evenly whatever the entity names look like.
+ */
+int32
+batpak_entity_member(const char *entity, Size len, int32 group_size)
 {
-	text	   *scope;
-	int			nkinds;
-	text	  **kinds;
-	text	   *prefix;
-} BatpakFilter;
+	uint8		key[BATPAK_KEY_LEN];
+	uint64		h = 0;
+
+	Assert(group_size >= 1);
+	batpak_hash_key(entity, len, key);
+	for (int i = 0; i < 8; i++)
+		h = (h << 8) | key[i];
+	return (int32) (h % (uint64) group_size);
+}
+
+void
+batpak_filter_set_kinds(BatpakFilter *flt, ArrayType *arr)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls,
+					  &flt->nkinds);
+	flt->kinds = palloc(sizeof(text *) * Max(flt->nkinds, 1));
+	for (int i = 0; i < flt->nkinds; i++)
+		flt->kinds[i] = nulls[i] ? NULL : DatumGetTextPP(elems[i]);
+}
 
 static bool
 batpak_filter_match(const BatpakFilter *flt, const BatpakFrame *f)
@@ -359,13 +372,82 @@ batpak_filter_match(const BatpakFilter *flt, const BatpakFrame *f)
 		return false;
 	if (flt->kinds)
 	{
-		for (int i = 0; i < flt->nkinds; i++)
+		bool		found = false;
+
+		for (int i = 0; i < flt->nkinds && !found; i++)
 			if (flt->kinds[i] && VARSIZE_ANY_EXHDR(flt->kinds[i]) == f->kind_len &&
 				memcmp(VARDATA_ANY(flt->kinds[i]), f->kind, f->kind_len) == 0)
-				return true;
-		return false;
+				found = true;
+		if (!found)
+			return false;
 	}
+	if (flt->group_size > 0 &&
+		batpak_entity_member(f->entity, f->entity_len, flt->group_size) != flt->group_member)
+		return false;
 	return true;
+}
+
+/*
+ * Walk the store in global order from walk->next up to limit, emitting (when
+ * out is given) the events that match flt, at most max_count of them.
+ *
+ * Up to the writer's visible frontier nothing is pending: every event is
+ * committed or rolled back.  Past it, the clog may already know more than
+ * the writer: go on while the pending events met have ended, and stop at
+ * the first whose transaction has not (ours included), so that a reader
+ * paging by global sequence never skips an event that commits later.
+ * Returns the number of matching events met.
+ */
+uint64
+batpak_walk_global(BatpakIndex *idx, uint64 frontier, uint64 limit,
+				   const BatpakFilter *flt, BatpakWalk *walk, uint64 max_count,
+				   BatpakOut *out)
+{
+	uint64		matched = 0;
+
+	walk->blocked = false;
+	while (walk->next <= limit && matched < max_count)
+	{
+		uint64		seq = walk->next;
+		BatpakFrame f;
+		uint64		pos;
+
+		CHECK_FOR_INTERRUPTS();
+		pos = batpak_index_seq_pos(idx, seq);
+		if (pos & BATPAK_POS_HIDDEN)
+		{
+			walk->gaps++;
+			walk->next++;
+			continue;
+		}
+		if (seq <= frontier || !(pos & BATPAK_POS_PENDING))
+			batpak_read_frame(pos, &f);
+		else
+		{
+			bool		in_progress;
+			bool		visible = batpak_visible_frame_ex(idx, seq, &f, &in_progress);
+
+			/* in progress and visible: our own pending event */
+			if (in_progress)
+			{
+				walk->blocked = true;
+				break;
+			}
+			if (!visible)
+			{
+				walk->gaps++;	/* rolled back, the writer does not know yet */
+				walk->next++;
+				continue;
+			}
+		}
+		walk->next++;
+		if (!batpak_filter_match(flt, &f))
+			continue;
+		if (out)
+			batpak_out_frame(out, &f);
+		matched++;
+	}
+	return matched;
 }
 
 Datum
@@ -373,66 +455,24 @@ batpak_read_all(PG_FUNCTION_ARGS)
 {
 	BatpakOut	out;
 	BatpakFilter flt;
+	BatpakWalk	walk;
 	uint64		after;
 	uint64		max_count;
-	uint64		emitted = 0;
 
 	after = PG_ARGISNULL(0) ? 0 : batpak_arg_count(fcinfo, 0, "after_sequence");
 	max_count = batpak_arg_int4_count(fcinfo, 1, "max_count");
 	memset(&flt, 0, sizeof(flt));
 	flt.scope = PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2);
 	if (!PG_ARGISNULL(3))
-	{
-		ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(3);
-		Datum	   *elems;
-		bool	   *nulls;
-
-		deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls,
-						  &flt.nkinds);
-		flt.kinds = palloc(sizeof(text *) * Max(flt.nkinds, 1));
-		for (int i = 0; i < flt.nkinds; i++)
-			flt.kinds[i] = nulls[i] ? NULL : DatumGetTextPP(elems[i]);
-	}
+		batpak_filter_set_kinds(&flt, PG_GETARG_ARRAYTYPE_P(3));
 	flt.prefix = PG_ARGISNULL(4) ? NULL : PG_GETARG_TEXT_PP(4);
 
 	batpak_out_begin(fcinfo, &out);
-
-	/*
-	 * Up to the writer's visible frontier nothing is pending: every event is
-	 * committed or rolled back.  Past it, the clog may already know more than
-	 * the writer: go on while the pending events met have ended, and stop at
-	 * the first whose transaction has not (ours included), so that a reader
-	 * paging by global sequence never skips an event that commits later.
-	 */
-	for (uint64 seq = after + 1; seq <= out.published && emitted < max_count; seq++)
-	{
-		BatpakFrame f;
-		uint64		pos;
-
-		CHECK_FOR_INTERRUPTS();
-		pos = batpak_index_seq_pos(out.idx, seq);
-		if (pos & BATPAK_POS_HIDDEN)
-			continue;
-		if (seq <= out.frontier || !(pos & BATPAK_POS_PENDING))
-			batpak_read_frame(pos, &f);
-		else
-		{
-			bool		in_progress;
-
-			if (!batpak_visible_frame_ex(out.idx, seq, &f, &in_progress))
-			{
-				if (in_progress)
-					break;
-				continue;
-			}
-			if (in_progress)
-				break;			/* our own pending event */
-		}
-		if (!batpak_filter_match(&flt, &f))
-			continue;
-		batpak_out_frame(&out, &f);
-		emitted++;
-	}
+	memset(&walk, 0, sizeof(walk));
+	walk.next = after + 1;
+	if (after < out.published)
+		(void) batpak_walk_global(out.idx, out.frontier, out.published, &flt,
+								  &walk, max_count, &out);
 	batpak_out_end(&out);
 	return (Datum) 0;
 }
@@ -548,8 +588,8 @@ Datum
 batpak_stats_row(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[26];
-	bool		nulls[26];
+	Datum		values[29];
+	bool		nulls[29];
 	uint32		state;
 	uint64		visible;
 	char		failure[sizeof(BatpakCtl->failure)];
@@ -629,6 +669,9 @@ batpak_stats_row(PG_FUNCTION_ARGS)
 	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->transactions_committed));
 	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->transactions_aborted));
 	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->events_discarded));
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&BatpakCtl->notified_seq));
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->notifications));
+	values[i++] = Int64GetDatum((int64) pg_atomic_read_u64(&c->notifications_failed));
 	Assert(i == lengthof(values));
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));

@@ -210,6 +210,9 @@ typedef struct WriterState
 	uint64		wait_xid;		/* set with BUILD_WAIT */
 	uint64		resolve_target; /* set with BUILD_RESOLVE */
 
+	/* consumer horizon last announced, see batpak_frontiers_moved */
+	uint64		horizon;
+
 	MemoryContext group_cxt;
 } WriterState;
 
@@ -1463,6 +1466,7 @@ writer_serve_group(WriterGroupReq *group)
 	TimestampTz committed_at;
 	bool		sync = false;
 	uint64		first_seq;
+	uint64		old_horizon;
 
 	/*
 	 * Transaction ends after the requests: a backend announces the end of a
@@ -1581,6 +1585,8 @@ writer_serve_group(WriterGroupReq *group)
 	pg_write_barrier();
 	pg_atomic_write_u64(&BatpakCtl->visible_seq,
 						writer_visible_frontier(W.next_seq - 1));
+	old_horizon = W.horizon;
+	W.horizon = batpak_consumer_horizon();
 
 	/*
 	 * A synchronous request answered only with receipts of earlier
@@ -1596,6 +1602,10 @@ writer_serve_group(WriterGroupReq *group)
 	writer_ack_resolves(W.resolves, nres, group, n);
 	W.group = NULL;
 	W.ngroup = 0;
+
+	/* after the replies: consumers come second (see notify.c) */
+	if (W.horizon != old_horizon)
+		batpak_frontiers_moved();
 	return n + nres;
 }
 
@@ -1613,6 +1623,11 @@ writer_flush_async(bool force)
 	W.unsynced = false;
 	pg_atomic_write_u64(&BatpakCtl->durable_seq,
 						pg_atomic_read_u64(&BatpakCtl->written_seq));
+	if (batpak_consumer_horizon() != W.horizon)
+	{
+		W.horizon = batpak_consumer_horizon();
+		batpak_frontiers_moved();
+	}
 }
 
 /* ----------------------------------------------------------------
@@ -2245,7 +2260,11 @@ batpak_writer_main(Datum main_arg)
 						W.next_seq - 1, W.segno,
 						(long) TimestampDifferenceMilliseconds(BatpakCtl->started_at,
 															   BatpakCtl->ready_at))));
+		W.horizon = batpak_consumer_horizon();
+		pg_atomic_write_u64(&BatpakCtl->ready_seq, W.horizon);
+		pg_memory_barrier();	/* ready_seq before the state: see notify.c */
 		batpak_set_state(BATPAK_STATE_READY);
+		batpak_frontiers_moved();
 	}
 
 	for (;;)
