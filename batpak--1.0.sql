@@ -318,10 +318,11 @@ CREATE TABLE batpak.cursor_state (
         CHECK ((scope IS NULL OR (scope <> '' AND scope !~ '[[:cntrl:]]'))
                AND (entity_prefix IS NULL OR (entity_prefix <> '' AND entity_prefix !~ '[[:cntrl:]]'))
                AND (kinds IS NULL OR (array_position(kinds, NULL) IS NULL
-                                      AND array_ndims(kinds) = 1))),
+                                      AND coalesce(array_ndims(kinds), 0) = 1))),
     CONSTRAINT cursor_group_valid
-        CHECK ((group_member IS NULL AND group_size IS NULL)
-               OR (group_size >= 1 AND group_member >= 0 AND group_member < group_size)),
+        CHECK ((group_member IS NULL) = (group_size IS NULL)
+               AND (group_size IS NULL
+                    OR (group_size >= 1 AND group_member >= 0 AND group_member < group_size))),
     CONSTRAINT cursor_position_valid CHECK (position >= 0 AND gaps >= 0)
 );
 SELECT pg_catalog.pg_extension_config_dump('batpak.cursor_state', '');
