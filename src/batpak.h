@@ -205,6 +205,7 @@ typedef struct BatpakControl
 	pid_t		notifier_pid;
 	pg_atomic_uint64 ready_seq;
 	pg_atomic_uint64 notified_seq;
+	uint32		notified_incarnation;	/* notifier only: of notified_seq */
 
 	BatpakCounters counters;
 	pg_atomic_uint64 index_bytes;

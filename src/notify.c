@@ -196,12 +196,16 @@ batpak_notifier_main(Datum main_arg)
 
 			/*
 			 * A new writer: what it recovered was there before; tell about
-			 * what it publishes from now on.
+			 * what it publishes from now on.  A new notifier (the last one
+			 * died) goes on where the last one stopped with this writer.
 			 */
 			if (inc != incarnation)
 			{
 				incarnation = inc;
-				last = pg_atomic_read_u64(&BatpakCtl->ready_seq);
+				if (BatpakCtl->notified_incarnation == inc)
+					last = pg_atomic_read_u64(&BatpakCtl->notified_seq);
+				else
+					last = pg_atomic_read_u64(&BatpakCtl->ready_seq);
 			}
 			horizon = batpak_consumer_horizon();
 			if (horizon > last)
@@ -218,6 +222,7 @@ batpak_notifier_main(Datum main_arg)
 					last = horizon;
 					retry_at = 0;
 					pg_atomic_write_u64(&BatpakCtl->notified_seq, last);
+					BatpakCtl->notified_incarnation = incarnation;
 					pg_atomic_fetch_add_u64(&BatpakCtl->counters.notifications, 1);
 					/* more may have become visible while we sent */
 					SetLatch(MyLatch);
