@@ -23,8 +23,8 @@
  * notification covering everything that became visible since the last one.
  * While it sends, further groups accumulate and are covered by the next
  * notification: at most one notification per published group, fewer under
- * load.  A failed NOTIFY is logged and retried (covering the same range)
- * at the next move of the horizon, at most once a second.
+ * load.  A failed NOTIFY is logged and retried a second later (covering the
+ * same range and whatever became visible meanwhile).
  *
  *-------------------------------------------------------------------------
  */
@@ -205,7 +205,11 @@ batpak_notifier_main(Datum main_arg)
 				if (BatpakCtl->notified_incarnation == inc)
 					last = pg_atomic_read_u64(&BatpakCtl->notified_seq);
 				else
+				{
 					last = pg_atomic_read_u64(&BatpakCtl->ready_seq);
+					pg_atomic_write_u64(&BatpakCtl->notified_seq, last);
+					BatpakCtl->notified_incarnation = inc;
+				}
 			}
 			horizon = batpak_consumer_horizon();
 			if (horizon > last)

@@ -23,6 +23,11 @@
 #   6. start-up: restart with the loaded store, seconds until batpak.stats
 #      says 'ready'
 #   7. index memory per event (batpak.stats)
+#   8. consumers: cursor_read in batches of 1,000 over the loaded store,
+#      against keyset pages of 1,000 of the plain table; append → NOTIFY
+#      latency with 10 LISTEN clients and append → cursor_wait latency
+#      (test/bench/consumers.py, Debian's python3-psycopg), against INSERT +
+#      pg_notify in one transaction
 #
 # Environment:
 #   BENCH_SCALE   multiplies run lengths and data volume (default 1: 5 s
@@ -34,6 +39,13 @@
 #   BENCH_KEEP=1  keep the temporary directory (logs, pgbench output)
 #   BENCH_BASELINE_ONLY=1  skip the batpak workloads (checks the machine and
 #                 the harness without the extension; batpak cells say n/a)
+#   BENCH_ONLY    comma-separated sections to run, the others are skipped
+#                 (e.g. BENCH_ONLY=baseline-consumers,consumer-reads,consumer-latency);
+#                 sections that need the loaded data load it themselves.
+#                 The table goes to stdout and to BENCH_RESULTS if set, not
+#                 to test/bench/results.md
+#   BENCH_PYTHON  a Python 3 with psycopg 3 for consumers.py (default: the
+#                 first of /usr/bin/python3 and python3 that imports psycopg)
 #
 # Run as root, the server runs as the "postgres" OS user (initdb refuses
 # root); the clients connect over the Unix socket in the temporary directory.
@@ -45,6 +57,8 @@ BENCH_SCALE=${BENCH_SCALE:-1}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 RESULTS=${BENCH_RESULTS:-$HERE/results.md}
 BASELINE_ONLY=${BENCH_BASELINE_ONLY:-0}
+ONLY=${BENCH_ONLY:-}
+[[ -z $ONLY || -n ${BENCH_RESULTS:-} ]] || RESULTS=
 RUNS=3
 T_BEGIN=$SECONDS
 
@@ -87,6 +101,9 @@ DUR=$(awk -v s="$BENCH_SCALE" 'BEGIN { d = int(5 * s + 0.5); print (d < 1 ? 1 : 
 NLOAD=$(awk -v s="$BENCH_SCALE" 'BEGIN { n = int(1000000 * s / 10000 + 0.5) * 10000; print (n < 10000 ? 10000 : n) }')
 NHOT=$(( NLOAD / 5 / 10000 * 10000 )); (( NHOT >= 10000 )) || NHOT=10000
 LOAD_BATCH=10000
+# consumers: pages of 1,000 read per run, appends per latency run
+NPAGES=$(( NLOAD / 1000 ))
+NAPPENDS=$(awk -v s="$BENCH_SCALE" 'BEGIN { n = int(500 * s + 0.5); print (n < 100 ? 100 : n) }')
 
 # ------------------------------------------------------------------ checks
 
@@ -103,8 +120,21 @@ if [[ $BASELINE_ONLY != 1 ]]; then
 	[[ -f $lib_dir/batpak.so ]] \
 		|| die "the batpak library is not installed ($lib_dir/batpak.so is missing); run 'make install' first (or 'make bench')"
 fi
-for f in baseline_insert.sql baseline_batch.sql batpak_append.sql batpak_append_tx.sql batpak_batch.sql batpak_batch_build.sql; do
+for f in baseline_insert.sql baseline_batch.sql batpak_append.sql batpak_append_tx.sql batpak_batch.sql batpak_batch_build.sql \
+	baseline_page.sql baseline_page_ro.sql batpak_cursor_read.sql; do
 	[[ -r $HERE/$f ]] || die "pgbench script $HERE/$f is missing"
+done
+[[ -r $HERE/consumers.py ]] || die "$HERE/consumers.py is missing"
+
+# A Python 3 with psycopg 3 for consumers.py (Debian's python3-psycopg lives
+# in /usr/bin/python3, which need not be the first python3 on PATH).  None:
+# the latency cells say n/a.
+PYTHON=
+for p in ${BENCH_PYTHON:-} /usr/bin/python3 python3; do
+	if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import psycopg' >/dev/null 2>&1; then
+		PYTHON=$(command -v "$p")
+		break
+	fi
 done
 
 # initdb and the server refuse to run as root: run them as postgres.
@@ -226,9 +256,16 @@ put_stats() {
 }
 na() { put "$1.why" "$2"; say "n/a: $1: $2"; }
 
+# wanted SECTION: is it to run (BENCH_ONLY)?
+wanted() { [[ -z $ONLY || ",$ONLY," == *",$1,"* ]]; }
+
 # Run a section in a subshell with errexit on; record failures as n/a.
 section() {
 	local name=$1; shift
+	if [[ $name != machine ]] && ! wanted "$name"; then
+		say "== $name: skipped (BENCH_ONLY=$ONLY)"
+		return 0
+	fi
 	say "== $name"
 	set +e
 	( set -e; "$@" )
@@ -243,11 +280,14 @@ section() {
 # ----------------------------------------------------------------- pgbench
 
 # pgb TAG CLIENTS JOBS SCRIPT [more pgbench args]
-# One run of $DUR seconds; writes "tps latency_avg_ms" or fails.
+# One run of $DUR seconds (or PGB_TX transactions per client, if set);
+# writes "tps latency_avg_ms" or fails.
 pgb() {
 	local tag=$1 clients=$2 jobs=$3 script=$4; shift 4
 	local out=$WORK/pgbench-$tag.out tps lat failed
-	if ! timeout $(( DUR + 120 )) "$PGBIN/pgbench" -n -M prepared -c "$clients" -j "$jobs" -T "$DUR" \
+	local len=(-T "$DUR")
+	[[ -z ${PGB_TX:-} ]] || len=(-t "$PGB_TX")
+	if ! timeout $(( DUR + 120 )) "$PGBIN/pgbench" -n -M prepared -c "$clients" -j "$jobs" "${len[@]}" \
 		-D "payload=$PAYLOAD" -f "$HERE/$script" "$@" >"$out" 2>&1; then
 		echo "pgbench $tag failed:" >&2
 		tail -n 5 "$out" >&2
@@ -655,6 +695,129 @@ sec_startup() {
 	stats_index after
 }
 
+# ---------------------------------------------------------------- consumers
+
+# bench_pages KEY SCRIPT RESET_SQL CHECK_SQL [pgbench args]: one unmeasured
+# run, then $RUNS runs of pgbench, 1 client, $NPAGES transactions of one
+# page of 1,000 each.  RESET_SQL puts the consumer back at the start before
+# each run; CHECK_SQL (if not empty) must then print NPAGES * 1,000, the
+# rows the run consumed.  KEY.rate is rows/s.
+bench_pages() {
+	local key=$1 script=$2 reset=$3 check=$4; shift 4
+	local i r tps got rates=() want=$(( NPAGES * 1000 ))
+	sync
+	QTIMEOUT=120 q "CHECKPOINT" >/dev/null
+	for i in $(seq 0 "$RUNS"); do
+		q "$reset" >/dev/null
+		r=$(PGB_TX=$NPAGES pgb "$key-$i" 1 1 "$script" "$@")
+		if [[ -n $check ]]; then
+			got=$(q "$check")
+			[[ $got == "$want" ]] || { echo "$key run $i: consumed $got rows, expected $want" >&2; return 1; }
+		fi
+		read -r tps _ <<<"$r"
+		if (( i == 0 )); then
+			say "   $key warm-up: $(grp "$(calc 't * 1000' -v t="$tps")") /s"
+			continue
+		fi
+		rates+=("$(calc 't * 1000' -v t="$tps")")
+		say "   $key run $i: $(grp "$want") rows in pages of 1,000: $(grp "${rates[-1]}") /s"
+	done
+	put "$key.rows" "$want"
+	put_stats "$key.rate" "${rates[@]}"
+}
+
+# The plain table paged in global order: keyset pagination on version (the
+# global sequence) needs a btree on it, which the table of the other rows
+# does not have; it is added here, after the index size was measured, and
+# dropped again at the end.
+sec_baseline_consumers() {
+	if (( $(q "SELECT count(*) FROM events") < NLOAD )); then
+		load_timed prep.baseload baseline	# BENCH_ONLY without baseline-reads
+		QTIMEOUT=1800 q "VACUUM ANALYZE events" >/dev/null
+	fi
+	QTIMEOUT=1800 q "CREATE INDEX events_version ON events (version)" >/dev/null
+	q "CREATE TABLE bench_cursor (name text PRIMARY KEY, last bigint NOT NULL, read_at timestamptz);
+	   INSERT INTO bench_cursor VALUES ('bench-read', 0, NULL)" >/dev/null
+	bench_pages basepage baseline_page.sql \
+		"UPDATE bench_cursor SET last = 0 WHERE name = 'bench-read'" \
+		"SELECT count(*) FROM events WHERE version <= (SELECT last FROM bench_cursor WHERE name = 'bench-read')"
+	bench_pages basepage_ro baseline_page_ro.sql "SELECT 1" "" -D last=0
+	q "DROP INDEX events_version; DROP TABLE bench_cursor" >/dev/null
+}
+
+# cursor_read(name, 1000) from the start of the loaded store, one call per
+# autocommit transaction.
+sec_consumer_reads() {
+	if (( $(q "SELECT visible_sequence FROM batpak.stats") < NLOAD )); then
+		load_timed prep.bpload batpak		# BENCH_ONLY without batpak-reads
+	fi
+	q "SELECT batpak.cursor_create('bench-read', start_after => 0)" >/dev/null
+	bench_pages bpcread batpak_cursor_read.sql \
+		"SELECT batpak.cursor_seek('bench-read', 0)" \
+		"SELECT position FROM batpak.cursors WHERE name = 'bench-read' AND gaps = 0"
+	q "SELECT batpak.cursor_drop('bench-read')" >/dev/null
+}
+
+# consumer_run KEY RUN ARGS...: one run of consumers.py; stores its lines as
+# KEY.run.RUN.<name>
+consumer_run() {
+	local key=$1 i=$2; shift 2
+	local out=$WORK/consumers-$key-$i.out
+	if ! timeout 300 "$PYTHON" "$HERE/consumers.py" "$@" --appends "$NAPPENDS" --seed "$i" \
+		--payload "$PAYLOAD" >"$out" 2>"$out.err"; then
+		echo "consumers.py $* (run $i) failed:" >&2
+		tail -n 5 "$out.err" >&2
+		return 1
+	fi
+	cat "$out.err" >&2
+	awk -v k="$key.run.$i." '{ printf "%s%s\t%s\n", k, $1, $2 }' "$out" >>"$KV"
+	say "   $key run $i: $(awk '{ v[$1] = $2 } END {
+		printf "p50 %.3f ms, p99 %.3f ms, max %.3f ms over %d", v["p50_ms"], v["p99_ms"], v["max_ms"], v["count"]
+		if ("missed" in v) printf " (event, listener) pairs, %d missed, %.2f events per notification", v["missed"], v["events_per_notification"]
+		if ("wakeups" in v) printf " wake-ups, %d events read along, %d empty wake-ups", v["extra"], v["empty"]
+		printf "; append p50 %.3f ms; from the append'"'"'s return p50 %.3f ms, p99 %.3f ms", v["append_p50_ms"], v["post_p50_ms"], v["post_p99_ms"] }' "$out")"
+}
+
+# consumer_stats KEY: KEY.p50, KEY.p99 (median [min–max] of the runs) and
+# the totals of the counters over the runs
+consumer_stats() {
+	local key=$1 f vals
+	for f in p50_ms p99_ms max_ms post_p50_ms post_p99_ms append_p50_ms events_per_notification; do
+		# "inf" (a pair that never got its notification) counts as 1e9 ms
+		mapfile -t vals < <(awk -F'\t' -v p="$key.run." -v f="$f" \
+			'index($1, p) == 1 && $1 ~ ("\\." f "$") { print ($2 == "inf" ? 1e9 : $2) }' "$KV")
+		[[ ${#vals[@]} -eq 0 ]] || put_stats "$key.${f%_ms}" "${vals[@]}"
+	done
+	for f in count missed events extra empty; do
+		put "$key.$f" "$(awk -F'\t' -v p="$key.run." -v f="$f" \
+			'index($1, p) == 1 && $1 ~ ("\\." f "$") { s += $2; n++ } END { if (n) print s }' "$KV")"
+	done
+}
+
+# Append → wake-up latency (consumers.py).  The runs of the different
+# measurements alternate, so that drift in the machine favours none.
+sec_consumer_latency() {
+	[[ -n $PYTHON ]] || { echo "no Python 3 with psycopg (python3-psycopg; see BENCH_PYTHON)" >&2; return 1; }
+	local specs=() spec key i
+	if [[ $BASELINE_ONLY != 1 ]]; then
+		specs+=("cnotify notify --listeners 10" "cwait wait")
+	fi
+	specs+=("cnotify_base notify --listeners 10 --baseline")
+	if [[ $BASELINE_ONLY != 1 ]]; then
+		specs+=("cnotify_imm notify --listeners 10 --immediate" "cwait_imm wait --immediate")
+	fi
+	QTIMEOUT=120 q "CHECKPOINT" >/dev/null
+	for i in $(seq 1 "$RUNS"); do
+		for spec in "${specs[@]}"; do
+			# shellcheck disable=SC2086 # spec is "key args..."
+			consumer_run ${spec%% *} "$i" ${spec#* }
+		done
+	done
+	for spec in "${specs[@]}"; do
+		consumer_stats "${spec%% *}"
+	done
+}
+
 # ================================================================== report
 
 # cell KEY UNIT DECIMALS: "median unit [min–max]" or "n/a (why)"
@@ -686,6 +849,28 @@ ratio() {
 	a=$(get "$1"); b=$(get "$2")
 	[[ -n $a && -n $b ]] && awk -v a="$a" -v b="$b" 'BEGIN { exit !(b > 0) }' || return 0
 	printf '%.2f×' "$(calc 'a / b' -v a="$a" -v b="$b")"
+}
+
+# lat_cell KEY: "p50 … ms [min–max], p99 … ms [min–max]" of a consumers.py
+# measurement, with the append's own p50 and any pair never notified
+lat_cell() {
+	local k=$1 out m
+	if [[ -z $(get "$k.p50") ]]; then
+		cell "$k.p50"
+		return
+	fi
+	out="p50 $(cell "$k.p50" ' ms' 2), p99 $(cell "$k.p99" ' ms' 2), max $(grp "$(get "$k.max.max")" 1) ms"
+	[[ -z $(get "$k.append_p50") ]] || out="$out (the append call itself: p50 $(grp "$(get "$k.append_p50")" 2) ms; from its return: p50 $(grp "$(get "$k.post_p50")" 2), p99 $(grp "$(get "$k.post_p99")" 2) ms)"
+	m=$(get "$k.missed")
+	[[ -z $m || $m == 0 ]] || out="$out, **$m of $(grp "$(get "$k.count")") pairs never notified**"
+	echo "$out"
+}
+
+# both A B: yes if both are yes, n/a if either is, else **no**
+both() {
+	if [[ $1 == yes && $2 == yes ]]; then echo yes
+	elif [[ $1 == n/a || $2 == n/a ]]; then echo n/a
+	else echo "**no**"; fi
 }
 
 # met VALUE OP TARGET: yes/no (empty value: n/a)
@@ -828,6 +1013,19 @@ report() {
 	[[ -n $bpe && -n $bbpe ]] && r=$(printf '%.2f×' "$(calc 'a / b' -v a="$bpe" -v b="$bbpe")")
 	echo "| index memory per event (batpak.stats) | $bpcell | $bcell | ${r:-n/a} | ≤ 64 B/event | $(met "$bpe" '<=' 64) |"
 
+	# consumers
+	local ro=""
+	[[ -z $(get basepage_ro.rate) ]] || ro="; read-only pages with the position kept by the client, nothing to commit: $(cell basepage_ro.rate ' rows/s')"
+	r=$(ratio bpcread.rate basepage.rate)
+	echo "| consumer: \`count(*)\` of \`cursor_read(name, 1000)\`, one call per autocommit transaction (each commits the cursor's position), $(num bpcread.rows) events from the start of the store$small | $(cell bpcread.rate ' events/s') | $(cell basepage.rate ' rows/s') (keyset pages of 1,000 rows in \`version\` order through a btree on it added for this row, all columns, the position kept in a table and updated in the same transaction$ro) | ${r:-n/a} | ≥ 1,000,000 events/s | $(met "$(get bpcread.rate)" '>=' 1000000) |"
+
+	local rl=""
+	[[ -n $(get cnotify.p50) && -n $(get cnotify_base.p50) ]] \
+		&& rl="p50 $(ratio cnotify.p50 cnotify_base.p50), p99 $(ratio cnotify.p99 cnotify_base.p99) (latency, lower is better)"
+	echo "| append → notification received, 10 LISTEN clients, transactional (autocommit \`SELECT batpak.append(…)\`, one at a time, 1–5 ms apart): $(num cnotify.count) (event, listener) pairs over $RUNS runs | $(lat_cell cnotify) | $(lat_cell cnotify_base) (\`INSERT\` and \`pg_notify\` in one autocommit statement) | ${rl:-n/a} | p50 ≤ 2 ms, p99 ≤ 10 ms | $(both "$(met "$(get cnotify.p50)" '<=' 2)" "$(met "$(get cnotify.p99)" '<=' 10)") |"
+	echo "| append → \`cursor_wait\` returns, 1 waiter, transactional (appends one at a time, 1–5 ms apart): $(num cwait.count) wake-ups over $RUNS runs | $(lat_cell cwait) | — (LISTEN, the row above, is plain PostgreSQL's wait) | — | p99 ≤ 10 ms | $(met "$(get cwait.p99)" '<=' 10) |"
+	echo "| the same two in immediate mode (batpak.transactional = off), informational | notification: $(lat_cell cnotify_imm); \`cursor_wait\`: $(lat_cell cwait_imm) | — | — | — | — |"
+
 	# Anything that failed or could not be measured.
 	local notes
 	notes=$(awk -F'\t' '$1 ~ /^failed\./ || $1 ~ /\.why$/ { print "- " $1 ": " $2 }' "$KV")
@@ -848,6 +1046,8 @@ report() {
 	echo "- Start-up is measured with the OS page cache warm (the segment files were just written)."
 	echo "- Each read series starts after an OS \`sync\` and one unmeasured warm-up run, on both sides."
 	echo "- Index memory on the baseline side is the on-disk size of its two btrees, for scale only."
+	echo "- Consumer reads: pgbench, 1 client, $(grp "$NPAGES") transactions of one page per run (one unmeasured run first); before each run the cursor is put back at the start (\`cursor_seek(name, 0)\`) and after it its position must be $(num bpcread.rows); every commit waits for its WAL flush (synchronous_commit = on) on both sides. The plain table's pages are in \`version\` order (a global sequence) through a btree on \`version\` that exists only for that workload."
+	echo "- Consumer latency (test/bench/consumers.py, psycopg $($PYTHON -c 'import psycopg; print(psycopg.__version__)' 2>/dev/null || echo '?')): $NAPPENDS measured appends per run (after 10 unmeasured), each after a random 1–5 ms pause; the clock starts right before the append call (so the append's own latency is included). The 10 listeners are polled by one process with a selector over their sockets, stamped when select() returns; latency is per (event, listener) pair, up to the first notification whose from_sequence..to_sequence covers the event. The waiter stamps cursor_wait's return, then consumes with cursor_read(name, 1000); latency is per wake-up, to the first event the read delivered. \"From its return\" is the same measured from the moment the append call returned to the appender (negative when the notification arrived first). Percentiles are nearest-rank within a run; cells are the median of the runs' p50 and p99 with [min–max]."
 	if [[ -n $(get stats.row.after) ]]; then
 		echo "- batpak.stats after the last restart: \`$(get stats.row.after)\`"
 	fi
@@ -862,12 +1062,17 @@ section fsync sec_fsync
 setup_cluster
 section baseline-writes sec_baseline_writes
 section baseline-reads sec_baseline_reads
-# batpak's reads and start-up run on the freshly loaded store, so that they
-# are measured at the size the goals name, before the write workloads add
-# their events.
+section baseline-consumers sec_baseline_consumers
+# batpak's reads, start-up and consumers run on the freshly loaded store, so
+# that they are measured at the size the goals name, before the write
+# workloads add their events.
 if [[ $BASELINE_ONLY != 1 ]]; then
 	section batpak-reads sec_batpak_reads
 	section startup sec_startup
+	section consumer-reads sec_consumer_reads
+fi
+section consumer-latency sec_consumer_latency
+if [[ $BASELINE_ONLY != 1 ]]; then
 	section batpak-writes sec_batpak_writes
 	section batpak-tx-writes sec_batpak_tx_writes
 	section gates sec_gates
@@ -875,5 +1080,9 @@ fi
 
 report >"$WORK/results.md"
 cat "$WORK/results.md"
-cp "$WORK/results.md" "$RESULTS"
-say "results written to $RESULTS"
+if [[ -n $RESULTS ]]; then
+	cp "$WORK/results.md" "$RESULTS"
+	say "results written to $RESULTS"
+else
+	say "BENCH_ONLY: results not written to a file (set BENCH_RESULTS)"
+fi
