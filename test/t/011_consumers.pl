@@ -590,6 +590,11 @@ ok(harness_running($consumer->{h}), 'eo: the consumer is still running at the cr
 ok(crash_node($node) >= 2, 'eo: postmaster and children killed');
 $node->start;
 ok(wait_state($node, 'ready'), 'eo: writer ready after the crash');
+# the notifier starts over at the horizon the new writer recovered: nothing
+# recovered is announced, and notified_sequence says so at once
+ok( deadline_loop(30,
+		sub { sql('SELECT notified_sequence = visible_sequence FROM batpak.stats') eq 't' }),
+	'eo: notified_sequence is the recovered frontier after the restart');
 my ($consumed_before, $position_before) =
   split /\|/, sql(q{SELECT (SELECT count(*) FROM consumed), position FROM batpak.cursors WHERE name = 'eo'});
 cmp_ok($position_before, '>', $backlog,
