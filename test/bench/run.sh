@@ -729,19 +729,23 @@ bench_pages() {
 # The plain table paged in global order: keyset pagination on version (the
 # global sequence) needs a btree on it, which the table of the other rows
 # does not have; it is added here, after the index size was measured, and
-# dropped again at the end.
+# dropped again at the end.  The pages cover the bulk load (the last NLOAD
+# versions), the same events as batpak's side.
 sec_baseline_consumers() {
+	local start
 	if (( $(q "SELECT count(*) FROM events") < NLOAD )); then
 		load_timed prep.baseload baseline	# BENCH_ONLY without baseline-reads
 		QTIMEOUT=1800 q "VACUUM ANALYZE events" >/dev/null
 	fi
 	QTIMEOUT=1800 q "CREATE INDEX events_version ON events (version)" >/dev/null
+	start=$(q "SELECT max(version) - $NLOAD FROM events")
 	q "CREATE TABLE bench_cursor (name text PRIMARY KEY, last bigint NOT NULL, read_at timestamptz);
-	   INSERT INTO bench_cursor VALUES ('bench-read', 0, NULL)" >/dev/null
+	   INSERT INTO bench_cursor VALUES ('bench-read', $start, NULL)" >/dev/null
 	bench_pages basepage baseline_page.sql \
-		"UPDATE bench_cursor SET last = 0 WHERE name = 'bench-read'" \
-		"SELECT count(*) FROM events WHERE version <= (SELECT last FROM bench_cursor WHERE name = 'bench-read')"
-	bench_pages basepage_ro baseline_page_ro.sql "SELECT 1" "" -D last=0
+		"UPDATE bench_cursor SET last = $start WHERE name = 'bench-read'" \
+		"SELECT count(*) FROM events WHERE version > $start
+		    AND version <= (SELECT last FROM bench_cursor WHERE name = 'bench-read')"
+	bench_pages basepage_ro baseline_page_ro.sql "SELECT 1" "" -D "last=$start"
 	q "DROP INDEX events_version; DROP TABLE bench_cursor" >/dev/null
 }
 
@@ -1046,7 +1050,7 @@ report() {
 	echo "- Start-up is measured with the OS page cache warm (the segment files were just written)."
 	echo "- Each read series starts after an OS \`sync\` and one unmeasured warm-up run, on both sides."
 	echo "- Index memory on the baseline side is the on-disk size of its two btrees, for scale only."
-	echo "- Consumer reads: pgbench, 1 client, $(grp "$NPAGES") transactions of one page per run (one unmeasured run first); before each run the cursor is put back at the start (\`cursor_seek(name, 0)\`) and after it its position must be $(num bpcread.rows); every commit waits for its WAL flush (synchronous_commit = on) on both sides. The plain table's pages are in \`version\` order (a global sequence) through a btree on \`version\` that exists only for that workload."
+	echo "- Consumer reads: pgbench, 1 client, $(grp "$NPAGES") transactions of one page per run (one unmeasured run first); before each run the cursor is put back at the start (\`cursor_seek(name, 0)\`) and after it its position must be $(num bpcread.rows); every commit waits for its WAL flush (synchronous_commit = on) on both sides. The plain table's pages are in \`version\` order (a global sequence) through a btree on \`version\` that exists only for that workload; they cover the rows of the bulk load (the last $(grp "$NLOAD") versions), as batpak's cursor covers its bulk load."
 	echo "- Consumer latency (test/bench/consumers.py, psycopg $($PYTHON -c 'import psycopg; print(psycopg.__version__)' 2>/dev/null || echo '?')): $NAPPENDS measured appends per run (after 10 unmeasured), each after a random 1–5 ms pause; the clock starts right before the append call (so the append's own latency is included). The 10 listeners are polled by one process with a selector over their sockets, stamped when select() returns; latency is per (event, listener) pair, up to the first notification whose from_sequence..to_sequence covers the event. The waiter stamps cursor_wait's return, then consumes with cursor_read(name, 1000); latency is per wake-up, to the first event the read delivered. \"From its return\" is the same measured from the moment the append call returned to the appender (negative when the notification arrived first). Percentiles are nearest-rank within a run; cells are the median of the runs' p50 and p99 with [min–max]."
 	if [[ -n $(get stats.row.after) ]]; then
 		echo "- batpak.stats after the last restart: \`$(get stats.row.after)\`"
