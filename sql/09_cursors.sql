@@ -82,6 +82,9 @@ BEGIN;
 SELECT global_sequence - :base AS seq FROM batpak.append('cp-1a', 'sc1', 'k.a', '{"n": 11}');
 SELECT count(*) AS own_pending_read FROM batpak.cursor_read('c_all');
 SELECT batpak.cursor_wait('c_all', 0) AS has_events;
+-- waiting cannot help: it returns at once, even without a timeout
+SET LOCAL statement_timeout = '5s';
+SELECT batpak.cursor_wait('c_all', NULL) AS has_events_no_timeout;
 COMMIT;
 SELECT global_sequence - :base AS seq, payload FROM batpak.cursor_read('c_all');
 
@@ -90,6 +93,16 @@ SET batpak.transactional = off;
 SELECT global_sequence - :base AS seq FROM batpak.append('cp-9', 'sc1', 'k.a', '{"n": 12}');
 RESET batpak.transactional;
 SELECT global_sequence - :base AS seq, entity FROM batpak.cursor_read('c_all');
+
+-- events larger than the output buffer (8kB): each row gets its own
+SELECT e.global_sequence - :base AS seq, length(e.payload->>'big') AS big
+  FROM batpak.append_batch(ARRAY[
+         ROW('cp-big', 'sc1', 'k.b', jsonb_build_object('big', repeat('x', 20000)), NULL, NULL, NULL, NULL, NULL),
+         ROW('cp-big', 'sc1', 'k.b', jsonb_build_object('big', repeat('y', 300000)), NULL, NULL, NULL, NULL, NULL),
+         ROW('cp-big', 'sc1', 'k.b', '{"big": "z"}', NULL, NULL, NULL, NULL, NULL)]::batpak.new_event[]) r,
+       LATERAL batpak.get(r.event_id) e;
+SELECT global_sequence - :base AS seq, length(payload->>'big') AS big, md5(payload->>'big') AS md5
+  FROM batpak.cursor_read('c_all');
 
 -- a bounded wait that finds nothing returns false
 SELECT batpak.cursor_wait('c_all', 20) AS has_events;

@@ -509,6 +509,7 @@ extern void batpak_filter_set_kinds(BatpakFilter *flt, ArrayType *kinds);
 typedef struct BatpakOut
 {
 	ReturnSetInfo *rsinfo;
+	MemoryContext cxt;			/* of scratch: the caller's, not SPI's */
 	char	   *scratch;
 	Size		scratch_size;
 	BatpakIndex *idx;
@@ -531,6 +532,7 @@ typedef struct BatpakWalk
 	uint64		next;
 	uint64		gaps;
 	bool		blocked;
+	bool		blocked_by_self;	/* by our own transaction's pending event */
 } BatpakWalk;
 
 extern uint64 batpak_walk_global(BatpakIndex *idx, uint64 frontier, uint64 limit,

@@ -233,32 +233,36 @@ cursor_move(text *name, uint64 position, uint64 gaps)
 	cursor_exec(CS_MOVE, args, NULL);
 }
 
-/* The last sequence a cursor may be placed after: the last one written */
-static void
-cursor_check_sequence(const char *what, int64 seq)
-{
-	BatpakIndex *idx;
-	uint64		frontier;
-	uint64		published;
-
-	if (seq < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must not be negative", what)));
-	idx = batpak_read_snapshot(&frontier, &published);
-	(void) idx;
-	if ((uint64) seq > published)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s " INT64_FORMAT " is past the last event", what, seq),
-				 errdetail("The last global sequence is " UINT64_FORMAT ".", published)));
-}
-
 /* The limit of a cursor's walk: see the header */
 static uint64
 cursor_limit(uint64 published)
 {
 	return Min(published, pg_atomic_read_u64(&BatpakCtl->durable_seq));
+}
+
+/*
+ * The last sequence a cursor may be placed after: the last durable one, for
+ * the reason cursors read no further (a position past an event that a crash
+ * takes back would skip the event that reuses its sequence).
+ */
+static void
+cursor_check_sequence(const char *what, int64 seq)
+{
+	uint64		frontier;
+	uint64		published;
+	uint64		limit;
+
+	if (seq < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be negative", what)));
+	(void) batpak_read_snapshot(&frontier, &published);
+	limit = cursor_limit(published);
+	if ((uint64) seq > limit)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s " INT64_FORMAT " is past the last event", what, seq),
+				 errdetail("The last durable global sequence is " UINT64_FORMAT ".", limit)));
 }
 
 static void
@@ -430,30 +434,50 @@ batpak_cursor_wait(PG_FUNCTION_ARGS)
 	ConditionVariablePrepareToSleep(&BatpakCtl->publish_cv);
 	for (;;)
 	{
-		uint64		frontier;
-		uint64		published;
-		BatpakIndex *idx = batpak_read_snapshot(&frontier, &published);
+		uint32		state = pg_atomic_read_u32(&BatpakCtl->state);
 		long		timeout = -1;
 
-		/* a new writer may have recovered fewer events: look again */
-		if (idx->incarnation != incarnation)
+		/*
+		 * A writer (re)starting: wait for it like for events (it broadcasts
+		 * when it is ready; the 1 s cap covers a start that fails).  Only a
+		 * failed store is an error (batpak_read_snapshot raises it).
+		 */
+		if (state == BATPAK_STATE_READY || state == BATPAK_STATE_FAILED)
 		{
-			incarnation = idx->incarnation;
-			walk.next = row.position + 1;
+			uint64		frontier;
+			uint64		published;
+			BatpakIndex *idx = batpak_read_snapshot(&frontier, &published);
+
+			/* a new writer may have recovered fewer events: look again */
+			if (idx->incarnation != incarnation)
+			{
+				incarnation = idx->incarnation;
+				walk.next = row.position + 1;
+			}
+			if (batpak_walk_global(idx, frontier, cursor_limit(published), &row.flt,
+								   &walk, 1, NULL) > 0)
+			{
+				found = true;
+				break;
+			}
+
+			/*
+			 * Our own pending event is in the way: it ends only after we
+			 * return, so waiting cannot help.
+			 */
+			if (walk.blocked_by_self)
+				break;
 		}
-		if (batpak_walk_global(idx, frontier, cursor_limit(published), &row.flt,
-							   &walk, 1, NULL) > 0)
-		{
-			found = true;
-			break;
-		}
+		else
+			timeout = 1000;
 		if (!PG_ARGISNULL(1))
 		{
 			TimestampTz now = GetCurrentTimestamp();
 
 			if (now >= deadline)
 				break;
-			timeout = TimestampDifferenceMilliseconds(now, deadline);
+			timeout = Min(timeout < 0 ? PG_INT32_MAX : timeout,
+						  TimestampDifferenceMilliseconds(now, deadline));
 			if (timeout <= 0)
 				timeout = 1;
 		}

@@ -113,8 +113,9 @@ batpak_out_begin(FunctionCallInfo fcinfo, BatpakOut *out)
 {
 	InitMaterializedSRF(fcinfo, 0);
 	out->rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	out->cxt = CurrentMemoryContext;
 	out->scratch_size = 8192;
-	out->scratch = palloc(out->scratch_size);
+	out->scratch = MemoryContextAlloc(out->cxt, out->scratch_size);
 	out->idx = batpak_read_snapshot(&out->frontier, &out->published);
 }
 
@@ -129,7 +130,8 @@ batpak_out_frame(BatpakOut *out, const BatpakFrame *f)
 	{
 		pfree(out->scratch);
 		out->scratch_size = Max(need, out->scratch_size * 2);
-		out->scratch = MemoryContextAllocHuge(CurrentMemoryContext, out->scratch_size);
+		/* in out->cxt: a cursor calls this with SPI's context current */
+		out->scratch = MemoryContextAllocHuge(out->cxt, out->scratch_size);
 	}
 	/* tuplestore_putvalues copies the values: the buffer serves the next row */
 	batpak_event_datums(f, out->scratch, values, nulls);
@@ -406,6 +408,7 @@ batpak_walk_global(BatpakIndex *idx, uint64 frontier, uint64 limit,
 	uint64		matched = 0;
 
 	walk->blocked = false;
+	walk->blocked_by_self = false;
 	while (walk->next <= limit && matched < max_count)
 	{
 		uint64		seq = walk->next;
@@ -431,6 +434,7 @@ batpak_walk_global(BatpakIndex *idx, uint64 frontier, uint64 limit,
 			if (in_progress)
 			{
 				walk->blocked = true;
+				walk->blocked_by_self = visible;	/* only we see it */
 				break;
 			}
 			if (!visible)

@@ -1603,8 +1603,13 @@ writer_serve_group(WriterGroupReq *group)
 	W.group = NULL;
 	W.ngroup = 0;
 
-	/* after the replies: consumers come second (see notify.c) */
-	if (W.horizon != old_horizon)
+	/*
+	 * After the replies: consumers come second (see notify.c).  Not while
+	 * recovering: sleepers would wake into a store that is not ready (the
+	 * READY transition wakes them).
+	 */
+	if (W.horizon != old_horizon &&
+		pg_atomic_read_u32(&BatpakCtl->state) == BATPAK_STATE_READY)
 		batpak_frontiers_moved();
 	return n + nres;
 }
