@@ -85,10 +85,23 @@ SELECT entity_sequence FROM batpak.append('order-1002', 'shop', 'order.placed', 
 COMMIT;
 SELECT entity_sequence, kind FROM batpak.read_stream('order-1002');
 
--- 10. Every entity's hash chain, recomputed from the segment files.
+-- 10. Consuming: a durable cursor over the shop's orders.  Its position
+--     moves in our transaction: ROLLBACK delivers the same events again,
+--     COMMIT consumes them.  cursor_wait says whether there is more.
+SELECT batpak.cursor_create('shipping', scope => 'shop', kinds => '{order.placed}');
+BEGIN;
+SELECT global_sequence, entity, payload FROM batpak.cursor_read('shipping', 10);
+ROLLBACK;
+BEGIN;
+SELECT global_sequence, entity, payload FROM batpak.cursor_read('shipping', 10);
+COMMIT;
+SELECT batpak.cursor_wait('shipping', 0) AS more_to_read;
+SELECT name, position, lag, gaps FROM batpak.cursors;
+
+-- 11. Every entity's hash chain, recomputed from the segment files.
 SELECT * FROM batpak.verify_chain();
 
--- 11. The writer's figures.
+-- 12. The writer's figures.
 \x on
 SELECT * FROM batpak.stats;
 \x off
