@@ -561,6 +561,8 @@ extern char *batpak_gate_bypass_reason;
 extern bool batpak_gate_bypass_check(char **newval, void **extra, GucSource source);
 extern void batpak_gate_bypass_assign(const char *newval, void *extra);
 extern void batpak_gates_apply(BatpakNewEvent *e, int item);
+extern Oid	batpak_extension_table(const char *relname);
+extern Oid	batpak_rel_owner(Oid relid);
 
 /* sql_write.c: input checks shared with other entry points */
 extern void batpak_check_coordinate(const char *what, const char *s, Size len,

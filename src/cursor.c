@@ -40,8 +40,6 @@
 #include "postgres.h"
 
 #include "access/xact.h"
-#include "catalog/namespace.h"
-#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -49,7 +47,6 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
-#include "utils/syscache.h"
 
 #include "batpak.h"
 
@@ -102,24 +99,6 @@ typedef struct CursorRow
 	Oid			owner;			/* InvalidOid if the role no longer exists */
 } CursorRow;
 
-static Oid
-cursor_table_owner(void)
-{
-	Oid			nsp = get_namespace_oid("batpak", false);
-	Oid			rel = get_relname_relid("cursor_state", nsp);
-	HeapTuple	tup;
-	Oid			owner;
-
-	if (!OidIsValid(rel))
-		elog(ERROR, "batpak.cursor_state does not exist");
-	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(rel));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", rel);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
-}
-
 /*
  * Run one of the statements as the table's owner.  An error on the way
  * leaves the user id switched, but (sub)transaction abort restores it.
@@ -132,7 +111,8 @@ cursor_exec(CursorStmt stmt, Datum *args, const char *nulls)
 	int			rc;
 
 	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(cursor_table_owner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(batpak_rel_owner(batpak_extension_table("cursor_state")),
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	if (cursor_plans[stmt] == NULL)
 	{
 		static const Oid argtypes[8] = {TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID,
@@ -265,12 +245,22 @@ cursor_check_sequence(const char *what, int64 seq)
 				 errdetail("The last durable global sequence is " UINT64_FORMAT ".", limit)));
 }
 
+/* A text filter argument (NULL = any) into the INSERT's parameter */
 static void
-cursor_check_filter_text(const char *what, text *t)
+cursor_filter_text_arg(FunctionCallInfo fcinfo, int argno, const char *what,
+					   Datum *arg, char *null)
 {
-	if (t != NULL)
-		batpak_check_coordinate(what, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t),
-								BATPAK_MAX_COORD_LEN);
+	text	   *t;
+
+	if (PG_ARGISNULL(argno))
+	{
+		*null = 'n';
+		return;
+	}
+	t = PG_GETARG_TEXT_PP(argno);
+	batpak_check_coordinate(what, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t),
+							BATPAK_MAX_COORD_LEN);
+	*arg = PointerGetDatum(t);
 }
 
 Datum
@@ -283,13 +273,7 @@ batpak_cursor_create(PG_FUNCTION_ARGS)
 
 	memset(nulls, ' ', sizeof(nulls));
 	args[0] = PointerGetDatum(name);
-	if (PG_ARGISNULL(1))
-		nulls[1] = 'n';
-	else
-	{
-		cursor_check_filter_text("scope", PG_GETARG_TEXT_PP(1));
-		args[1] = PointerGetDatum(PG_GETARG_TEXT_PP(1));
-	}
+	cursor_filter_text_arg(fcinfo, 1, "scope", &args[1], &nulls[1]);
 	if (PG_ARGISNULL(2))
 		nulls[2] = 'n';
 	else
@@ -314,13 +298,7 @@ batpak_cursor_create(PG_FUNCTION_ARGS)
 		}
 		args[2] = PointerGetDatum(kinds);
 	}
-	if (PG_ARGISNULL(3))
-		nulls[3] = 'n';
-	else
-	{
-		cursor_check_filter_text("entity_prefix", PG_GETARG_TEXT_PP(3));
-		args[3] = PointerGetDatum(PG_GETARG_TEXT_PP(3));
-	}
+	cursor_filter_text_arg(fcinfo, 3, "entity_prefix", &args[3], &nulls[3]);
 	cursor_check_sequence("start_after", start_after);
 	args[6] = Int64GetDatum(start_after);
 

@@ -131,18 +131,19 @@ batpak_gates_proc_changed(Datum arg, int cacheid, uint32 hashvalue)
 	gates_changed_during_load = true;
 }
 
-static Oid
-batpak_gate_table(void)
+/* The OID of one of the extension's tables in schema batpak */
+Oid
+batpak_extension_table(const char *relname)
 {
 	Oid			nsp = get_namespace_oid("batpak", false);
-	Oid			rel = get_relname_relid("gate_definitions", nsp);
+	Oid			rel = get_relname_relid(relname, nsp);
 
 	if (!OidIsValid(rel))
-		elog(ERROR, "batpak.gate_definitions does not exist");
+		elog(ERROR, "batpak.%s does not exist", relname);
 	return rel;
 }
 
-static Oid
+Oid
 batpak_rel_owner(Oid relid)
 {
 	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
@@ -177,7 +178,7 @@ batpak_gates_load(void)
 		CacheRegisterSyscacheCallback(PROCOID, batpak_gates_proc_changed, (Datum) 0);
 		callback_registered = true;
 	}
-	gate_table_oid = batpak_gate_table();
+	gate_table_oid = batpak_extension_table("gate_definitions");
 	gate_event_type = InvalidOid;
 	owner = batpak_rel_owner(gate_table_oid);
 	if (gate_cxt == NULL)
