@@ -219,6 +219,7 @@ typedef struct WriterState
 static WriterState W;
 
 static void writer_flush_async(bool force);
+static void writer_wake_consumers(void);
 
 /*
  * Wake every backend that has a request out, so that it looks at its slot
@@ -1466,7 +1467,6 @@ writer_serve_group(WriterGroupReq *group)
 	TimestampTz committed_at;
 	bool		sync = false;
 	uint64		first_seq;
-	uint64		old_horizon;
 
 	/*
 	 * Transaction ends after the requests: a backend announces the end of a
@@ -1585,8 +1585,6 @@ writer_serve_group(WriterGroupReq *group)
 	pg_write_barrier();
 	pg_atomic_write_u64(&BatpakCtl->visible_seq,
 						writer_visible_frontier(W.next_seq - 1));
-	old_horizon = W.horizon;
-	W.horizon = batpak_consumer_horizon();
 
 	/*
 	 * A synchronous request answered only with receipts of earlier
@@ -1603,14 +1601,8 @@ writer_serve_group(WriterGroupReq *group)
 	W.group = NULL;
 	W.ngroup = 0;
 
-	/*
-	 * After the replies: consumers come second (see notify.c).  Not while
-	 * recovering: sleepers would wake into a store that is not ready (the
-	 * READY transition wakes them).
-	 */
-	if (W.horizon != old_horizon &&
-		pg_atomic_read_u32(&BatpakCtl->state) == BATPAK_STATE_READY)
-		batpak_frontiers_moved();
+	/* after the replies: consumers come second (see notify.c) */
+	writer_wake_consumers();
 	return n + nres;
 }
 
@@ -1628,11 +1620,23 @@ writer_flush_async(bool force)
 	W.unsynced = false;
 	pg_atomic_write_u64(&BatpakCtl->durable_seq,
 						pg_atomic_read_u64(&BatpakCtl->written_seq));
-	if (batpak_consumer_horizon() != W.horizon)
-	{
-		W.horizon = batpak_consumer_horizon();
-		batpak_frontiers_moved();
-	}
+}
+
+/*
+ * Wake cursor_wait sleepers and the notifier if the consumer horizon moved
+ * since we last did.  Not while recovering: sleepers would wake into a store
+ * that is not ready (the READY transition wakes them).
+ */
+static void
+writer_wake_consumers(void)
+{
+	uint64		horizon = batpak_consumer_horizon();
+
+	if (horizon == W.horizon ||
+		pg_atomic_read_u32(&BatpakCtl->state) != BATPAK_STATE_READY)
+		return;
+	W.horizon = horizon;
+	batpak_frontiers_moved();
 }
 
 /* ----------------------------------------------------------------
@@ -2304,6 +2308,7 @@ batpak_writer_main(Datum main_arg)
 		}
 
 		writer_flush_async(false);
+		writer_wake_consumers();
 		if (W.unsynced)
 		{
 			timeout = batpak_flush_delay_ms;
