@@ -171,6 +171,27 @@ def wait_notified(conn, seq, limit_s):
     return False
 
 
+def timed_appends(conn, sql, params_of, args):
+    """Run sql (returning the global sequence) WARMUP + args.appends times,
+    each after a random GAP_MS pause, with params_of(k) as its parameters.
+    Returns ({sequence: start time}, {sequence: end time}, [call durations])
+    for the measured calls."""
+    rng = random.Random(args.seed)
+    starts = {}
+    ends = {}
+    append_s = []
+    for k in range(WARMUP + args.appends):
+        time.sleep(rng.uniform(*GAP_MS) / 1000.0)
+        t0 = time.monotonic()
+        seq = conn.execute(sql, params_of(k), prepare=True).fetchone()[0]
+        t1 = time.monotonic()
+        if k >= WARMUP:
+            starts[seq] = t0
+            ends[seq] = t1
+            append_s.append(t1 - t0)
+    return starts, ends, append_s
+
+
 def run_notify(args):
     ctx = multiprocessing.get_context('fork')
     parent_end, child_end = ctx.Pipe()
@@ -192,20 +213,8 @@ def run_notify(args):
                "'from_sequence', version, 'to_sequence', version)::text) FROM i")
     else:
         sql = ("SELECT global_sequence FROM batpak.append(%s, 'bench-consumers', 'bench', %s::jsonb)")
-    rng = random.Random(args.seed)
-    starts = {}
-    ends = {}
-    append_s = []
-    for k in range(WARMUP + args.appends):
-        time.sleep(rng.uniform(*GAP_MS) / 1000.0)
-        params = (f'c{k % 100}', args.payload)
-        t0 = time.monotonic()
-        seq = conn.execute(sql, params, prepare=True).fetchone()[0]
-        t1 = time.monotonic()
-        if k >= WARMUP:
-            starts[seq] = t0
-            ends[seq] = t1
-            append_s.append(t1 - t0)
+    starts, ends, append_s = timed_appends(
+        conn, sql, lambda k: (f'c{k % 100}', args.payload), args)
     last = max(starts)
     if not args.baseline:
         if not wait_notified(conn, last, 10):
@@ -292,20 +301,8 @@ def run_wait(args):
     time.sleep(0.05)    # let it reach its first cursor_wait
 
     sql = "SELECT global_sequence FROM batpak.append(%s, %s, %s, %s::jsonb)"
-    rng = random.Random(args.seed)
-    starts = {}
-    ends = {}
-    append_s = []
-    for k in range(WARMUP + args.appends):
-        time.sleep(rng.uniform(*GAP_MS) / 1000.0)
-        params = (f'w{k % 100}', scope, 'bench', args.payload)
-        t0 = time.monotonic()
-        seq = conn.execute(sql, params, prepare=True).fetchone()[0]
-        t1 = time.monotonic()
-        if k >= WARMUP:
-            starts[seq] = t0
-            ends[seq] = t1
-            append_s.append(t1 - t0)
+    starts, ends, append_s = timed_appends(
+        conn, sql, lambda k: (f'w{k % 100}', scope, 'bench', args.payload), args)
     conn.execute(sql, ('w-stop', scope, 'bench-stop', '{}'))
     msg = parent_end.recv() if parent_end.poll(60) else ('error', 'no result from the waiter in 60 s')
     child.join(10)
