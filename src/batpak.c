@@ -33,6 +33,10 @@ int			batpak_inject_fault = BATPAK_FAULT_NONE;
 static const struct config_enum_entry batpak_fault_options[] = {
 	{"none", BATPAK_FAULT_NONE, false},
 	{"notify", BATPAK_FAULT_NOTIFY, false},
+	{"write", BATPAK_FAULT_WRITE, false},
+	{"partial_write", BATPAK_FAULT_PARTIAL_WRITE, false},
+	{"fsync", BATPAK_FAULT_FSYNC, false},
+	{"enospc", BATPAK_FAULT_ENOSPC, false},
 	{NULL, 0, false}
 };
 bool		batpak_loaded = false;
@@ -146,7 +150,11 @@ batpak_define_gucs(void)
 
 	DefineCustomEnumVariable("batpak.inject_fault",
 							 "Makes a batpak process fail on purpose, for tests.",
-							 "notify: the notifier's NOTIFY fails as if the notification queue were full.",
+							 "notify: the notifier's NOTIFY fails as if the notification queue were full. "
+							 "write, partial_write, fsync, enospc: the writer's write of a group fails (EIO), "
+							 "fails after writing half of it (EIO), its fdatasync fails (EIO), or half is written "
+							 "and the disk is full (ENOSPC); set in a session, for the groups holding that "
+							 "session's appends, set for the server, for every group.",
 							 &batpak_inject_fault,
 							 BATPAK_FAULT_NONE,
 							 batpak_fault_options,

@@ -219,6 +219,25 @@ typedef struct BatpakControl
 	TimestampTz ready_at;
 	char		failure[1024];	/* why the store is failed */
 
+	/*
+	 * Writer only, kept across its restarts (not across a server restart):
+	 * where the newest segment was last synced, and whether a write or sync
+	 * failed since.  A successor discards what was written after that point
+	 * before it recovers (see writer_discard_unsynced).  One writer runs at
+	 * a time and the process switch orders the accesses.
+	 */
+	uint32		synced_segno;	/* 0: nothing synced by this server yet */
+	uint64		synced_off;
+	bool		io_failed;
+
+	/*
+	 * The I/O error that stopped the last writer, until a writer is ready
+	 * again: an append that times out waiting for one reports it (under
+	 * lock).
+	 */
+	int			io_error_code;
+	char		io_error[512];
+
 	int			nslots;
 	BatpakSlot	slots[FLEXIBLE_ARRAY_MEMBER];
 } BatpakControl;
@@ -300,6 +319,7 @@ typedef struct BatpakRequest
 								 * immediate mode (0 if it has none) */
 	uint64		xid_lsn;		/* WAL that must be flushed before the frames
 								 * are written (see xact.c), or 0 */
+	int			fault;			/* the submitter's batpak.inject_fault */
 	TransactionId wait_xid;		/* reply WAIT: the transaction to wait for */
 	Size		total_size;
 	Size		receipts_off;	/* offset of BatpakReceipt[nevents] */
@@ -379,7 +399,11 @@ extern bool batpak_transactional;
 extern int	batpak_inject_fault;
 
 #define BATPAK_FAULT_NONE			0
-#define BATPAK_FAULT_NOTIFY			1
+#define BATPAK_FAULT_NOTIFY			1	/* the notifier's NOTIFY fails */
+#define BATPAK_FAULT_WRITE			2	/* the writer's data write fails */
+#define BATPAK_FAULT_PARTIAL_WRITE	3	/* ... after writing half of it */
+#define BATPAK_FAULT_FSYNC			4	/* the writer's fdatasync fails */
+#define BATPAK_FAULT_ENOSPC			5	/* half written, then disk full */
 extern bool batpak_loaded;
 
 /* shmem.c */

@@ -301,9 +301,25 @@ batpak_prepare_buffer(Size total)
 	if (!batpak_wait_for_ready(batpak_deadline))
 	{
 		uint32		state = pg_atomic_read_u32(&BatpakCtl->state);
+		char		io_error[sizeof(BatpakCtl->io_error)];
+		int			io_error_code;
 
 		if (state == BATPAK_STATE_FAILED)
 			batpak_report_failed();
+
+		/* a writer that keeps failing its I/O (a full disk): say so */
+		LWLockAcquire(&BatpakCtl->lock, LW_SHARED);
+		io_error_code = BatpakCtl->io_error_code;
+		strlcpy(io_error, BatpakCtl->io_error, sizeof(io_error));
+		LWLockRelease(&BatpakCtl->lock);
+		if (io_error_code != 0)
+			ereport(ERROR,
+					(errcode(io_error_code),
+					 errmsg("batpak writer is not available: it stopped after an I/O error: %s",
+							io_error),
+					 errdetail("Waited %d ms (batpak.writer_timeout) for a writer to recover; nothing was written.",
+							   batpak_writer_timeout_ms),
+					 errhint("The writer restarts and recovers by itself once it can write again (free space on the data directory's file system); see the server log.")));
 		ereport(ERROR,
 				(errcode(ERRCODE_BATPAK_WRITER_UNAVAILABLE),
 				 errmsg("batpak writer is not available (state: %s)",
@@ -351,6 +367,7 @@ batpak_request_create(uint32 nevents, Size events_size)
 	req->total_size = total;
 	req->receipts_off = receipts_off;
 	req->synchronous = batpak_synchronous_commit;
+	req->fault = batpak_inject_fault;	/* superuser-only, see batpak.c */
 	batpak_xact_prepare_request(req);
 	return req;
 }

@@ -193,6 +193,9 @@ typedef struct WriterState
 	/* an I/O step that must end the writer if it fails (see rotation) */
 	bool		in_rotation;
 
+	/* batpak.inject_fault of a request of the group in hand, or NONE */
+	int			group_fault;
+
 	/* asynchronous appends written but not yet synced */
 	bool		unsynced;
 	TimestampTz unsynced_since;
@@ -219,6 +222,7 @@ typedef struct WriterState
 static WriterState W;
 
 static void writer_flush_async(bool force);
+static void writer_discard_unsynced(void);
 static void writer_wake_consumers(void);
 
 /*
@@ -747,13 +751,65 @@ writer_open_segment(uint32 segno, bool create)
 	return fd;
 }
 
+/*
+ * The fault to inject into the writer's I/O now (tests only): the one a
+ * request of the group in hand asked for, else the writer's own setting.
+ */
+static int
+writer_fault(void)
+{
+	if (W.group_fault != BATPAK_FAULT_NONE)
+		return W.group_fault;
+	return batpak_inject_fault;
+}
+
+/*
+ * A write or sync of a segment failed: the files now differ from what this
+ * process believes, and after a failed fdatasync the kernel may even have
+ * dropped the dirty pages while the page cache still shows them, so no
+ * later sync can be trusted to cover them (PostgreSQL's data_sync_retry =
+ * off reasoning).  Mark the failure for our successor, which discards
+ * everything written after the last successful sync before it recovers
+ * (writer_discard_unsynced), and raise the error; the caller fails the
+ * group and the writer exits.  errno is the failure's.
+ */
+static void
+writer_io_error(const char *what, uint32 segno, uint64 off)
+{
+	int			save_errno = errno;
+	int			code = (save_errno == ENOSPC) ? ERRCODE_DISK_FULL : ERRCODE_IO_ERROR;
+
+	BatpakCtl->io_failed = true;
+	LWLockAcquire(&BatpakCtl->lock, LW_EXCLUSIVE);
+	BatpakCtl->io_error_code = code;
+	snprintf(BatpakCtl->io_error, sizeof(BatpakCtl->io_error),
+			 "could not %s segment %08X.seg at offset " UINT64_FORMAT ": %s",
+			 what, segno, off, strerror(save_errno));
+	LWLockRelease(&BatpakCtl->lock);
+	errno = save_errno;
+	ereport(ERROR,
+			(errcode(code),
+			 errmsg("could not %s segment %08X.seg at offset " UINT64_FORMAT ": %m",
+					what, segno, off)));
+}
+
+/*
+ * Sync the current segment; on success it is durable up to write_off, which
+ * becomes the point a successor falls back to after an I/O error.
+ */
 static void
 writer_fsync_fd(int fd, uint32 segno)
 {
+	Assert(fd == W.fd && segno == W.segno);
+	if (writer_fault() == BATPAK_FAULT_FSYNC)
+	{
+		errno = EIO;
+		writer_io_error("fdatasync", segno, W.write_off);
+	}
 	if (pg_fdatasync(fd) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_IO_ERROR),
-				 errmsg("could not fdatasync segment %08X.seg: %m", segno)));
+		writer_io_error("fdatasync", segno, W.write_off);
+	BatpakCtl->synced_segno = segno;
+	BatpakCtl->synced_off = W.write_off;
 	pg_atomic_fetch_add_u64(&BatpakCtl->counters.fsyncs, 1);
 }
 
@@ -773,10 +829,10 @@ writer_create_segment(uint32 segno)
 	fd = writer_open_segment(segno, true);
 	batpak_write_segment_header(fd, segno, W.store_id);
 	if (pg_fsync(fd) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_IO_ERROR),
-				 errmsg("could not fsync segment %08X.seg: %m", segno)));
+		writer_io_error("fsync", segno, 0);
 	fsync_fname(BATPAK_DIR, true);
+	BatpakCtl->synced_segno = segno;
+	BatpakCtl->synced_off = BATPAK_SEGMENT_HEADER_SIZE;
 	pg_atomic_fetch_add_u32(&BatpakCtl->segments, 1);
 	pg_atomic_fetch_add_u64(&BatpakCtl->store_bytes, BATPAK_SEGMENT_HEADER_SIZE);
 	return fd;
@@ -797,10 +853,7 @@ writer_pwrite(int fd, uint32 segno, const char *data, Size len, uint64 off)
 		{
 			if (errno == 0)
 				errno = ENOSPC;
-			ereport(ERROR,
-					(errcode(ERRCODE_IO_ERROR),
-					 errmsg("could not write segment %08X.seg at offset " UINT64_FORMAT ": %m",
-							segno, off + done)));
+			writer_io_error("write", segno, off + done);
 		}
 		done += n;
 	}
@@ -810,10 +863,7 @@ static void
 writer_truncate(int fd, uint32 segno, uint64 size)
 {
 	if (ftruncate(fd, (off_t) size) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_IO_ERROR),
-				 errmsg("could not truncate segment %08X.seg to " UINT64_FORMAT " bytes: %m",
-						segno, size)));
+		writer_io_error("truncate", segno, size);
 }
 
 /*
@@ -825,6 +875,7 @@ static void
 writer_write_pending(void)
 {
 	Size		len = W.buf_len - W.pend_buf_off;
+	int			fault = writer_fault();
 
 	if (len == 0)
 		return;
@@ -838,6 +889,15 @@ writer_write_pending(void)
 	{
 		XLogFlush(W.marker_lsn);
 		W.marker_lsn = InvalidXLogRecPtr;
+	}
+	if (fault == BATPAK_FAULT_WRITE || fault == BATPAK_FAULT_PARTIAL_WRITE ||
+		fault == BATPAK_FAULT_ENOSPC)
+	{
+		Size		half = (fault == BATPAK_FAULT_WRITE) ? 0 : (len + 1) / 2;
+
+		writer_pwrite(W.fd, W.segno, W.buf + W.pend_buf_off, half, W.write_off - len);
+		errno = (fault == BATPAK_FAULT_ENOSPC) ? ENOSPC : EIO;
+		writer_io_error("write", W.segno, W.write_off - len + half);
 	}
 	writer_pwrite(W.fd, W.segno, W.buf + W.pend_buf_off, len, W.write_off - len);
 	W.pend_buf_off = W.buf_len;
@@ -1519,6 +1579,12 @@ writer_serve_group(WriterGroupReq *group)
 	if (W.sweep_due)
 		writer_sweep();
 
+	/* a fault a test asked for applies to the whole group (batpak.c) */
+	W.group_fault = BATPAK_FAULT_NONE;
+	for (int i = 0; i < n; i++)
+		if (group[i].req->fault > BATPAK_FAULT_NOTIFY)
+			W.group_fault = group[i].req->fault;
+
 	for (int i = 0; i < n; i++)
 	{
 		writer_process_request(&group[i], committed_at);
@@ -1549,13 +1615,15 @@ writer_serve_group(WriterGroupReq *group)
 			FlushErrorState();
 			for (int i = 0; i < n; i++)
 				if (group[i].ok)
-					writer_set_error(group[i].req, ERRCODE_IO_ERROR,
-									 "The events may or may not have been written; the writer restarts and recovers from the segment files.",
+					writer_set_error(group[i].req, edata->sqlerrcode,
+									 "The call's events were not acknowledged; the writer discards what it wrote after its last successful sync, restarts and recovers from the segment files.",
 									 "%s", edata->message);
 			for (int i = 0; i < n; i++)
 				writer_reply(&group[i]);
+			W.group_fault = BATPAK_FAULT_NONE;
+			writer_discard_unsynced();
 			ereport(FATAL,
-					(errcode(ERRCODE_IO_ERROR),
+					(errcode(edata->sqlerrcode),
 					 errmsg("batpak writer stops after an I/O error: %s", edata->message)));
 		}
 		PG_END_TRY();
@@ -1593,6 +1661,7 @@ writer_serve_group(WriterGroupReq *group)
 	 */
 	if (sync && W.unsynced)
 		writer_flush_async(true);
+	W.group_fault = BATPAK_FAULT_NONE;
 	pg_atomic_fetch_add_u64(&BatpakCtl->counters.groups, 1);
 
 	for (int i = 0; i < n; i++)
@@ -1991,6 +2060,126 @@ writer_unfinished_segment(uint32 segno)
 	return !valid;
 }
 
+/*
+ * After a failed write or sync (BatpakCtl->io_failed), make the newest
+ * segment end where its last successful sync left it: overwrite everything
+ * after that point with zeros, sync, and remove any later segment (one whose
+ * creation failed).  What lies there was never acknowledged, except events
+ * appended with batpak.synchronous_commit = off that were waiting for their
+ * sync, which the documentation says a failure can lose.  Not truncated:
+ * a backend may still be reading a mapped page of an asynchronous event
+ * there (a read past the end of a file is SIGBUS); zeros are the clean end
+ * recovery knows, and they reuse the allocated blocks, so this works on a
+ * full disk too.
+ *
+ * Called by the failing writer before it exits and, if that did not get
+ * through, by its successor before recovery; an error leaves the flag set
+ * for the next try.  A crash of the whole server in between loses the mark
+ * (it lives in shared memory): recovery then takes the files as they are,
+ * as PostgreSQL's crash recovery takes the WAL it finds.
+ */
+static void
+writer_discard_unsynced(void)
+{
+	uint32		segno = BatpakCtl->synced_segno;
+	uint64		off = BatpakCtl->synced_off;
+	char		path[MAXPGPATH];
+	struct stat st;
+	int			nsegs;
+	uint32	   *segs;
+	bool		removed = false;
+	int			fd;
+
+	if (!BatpakCtl->io_failed)
+		return;
+	if (segno == 0)
+	{
+		/* nothing was synced since the server started: recovery decides */
+		BatpakCtl->io_failed = false;
+		return;
+	}
+	if (W.fd >= 0)
+	{
+		close(W.fd);
+		W.fd = -1;
+	}
+
+	segs = writer_list_segments(&nsegs);
+	for (int i = 0; i < nsegs; i++)
+	{
+		if (segs[i] <= segno)
+			continue;
+		batpak_segment_path(path, segs[i]);
+		if (unlink(path) != 0 && errno != ENOENT)
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not remove segment \"%s\": %m", path)));
+		removed = true;
+		ereport(LOG,
+				(errmsg("batpak: removed segment %08X.seg, created after the last successful sync",
+						segs[i])));
+	}
+	if (removed)
+		fsync_fname(BATPAK_DIR, true);
+
+	batpak_segment_path(path, segno);
+	fd = BasicOpenFilePerm(path, O_RDWR | PG_BINARY, pg_file_create_mode);
+	if (fd < 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not open segment file \"%s\": %m", path)));
+	if (fstat(fd, &st) != 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not stat segment %08X.seg: %m", segno)));
+	if ((uint64) st.st_size > off)
+	{
+		static char zeros[BLCKSZ];
+		uint64		pos = off;
+		uint64		nonzero = 0;
+
+		/* count what we discard, for the log: the zeros are not data */
+		while (pos < (uint64) st.st_size)
+		{
+			char		buf[BLCKSZ];
+			Size		chunk = Min(sizeof(buf), (uint64) st.st_size - pos);
+			ssize_t		got = pg_pread(fd, buf, chunk, (off_t) pos);
+
+			if (got <= 0)
+				break;
+			for (ssize_t i = 0; i < got; i++)
+				if (buf[i] != 0)
+					nonzero = pos + i + 1 - off;
+			pos += got;
+		}
+		for (pos = off; pos < off + nonzero;)
+		{
+			Size		chunk = Min(sizeof(zeros), off + nonzero - pos);
+			ssize_t		done = pg_pwrite(fd, zeros, chunk, (off_t) pos);
+
+			if (done <= 0)
+			{
+				if (done == 0)
+					errno = ENOSPC;
+				ereport(ERROR,
+						(errcode_for_file_access(),
+						 errmsg("could not write segment %08X.seg at offset " UINT64_FORMAT ": %m",
+								segno, pos)));
+			}
+			pos += done;
+		}
+		if (pg_fsync(fd) != 0)
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not fsync segment %08X.seg: %m", segno)));
+		ereport(LOG,
+				(errmsg("batpak: discarded " UINT64_FORMAT " bytes of segment %08X.seg written after its last successful sync at offset " UINT64_FORMAT,
+						nonzero, segno, off)));
+	}
+	close(fd);
+	BatpakCtl->io_failed = false;
+}
+
 /* Rebuild the index from the segment files; false if the store failed */
 static bool
 writer_recover(void)
@@ -2117,9 +2306,9 @@ writer_recover(void)
 			 * event a power loss would still take away.
 			 */
 			if (pg_fsync(fd) != 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_IO_ERROR),
-						 errmsg("could not fsync segment %08X.seg: %m", segno)));
+				writer_io_error("fsync", segno, data_end);
+			BatpakCtl->synced_segno = segno;
+			BatpakCtl->synced_off = data_end;
 			W.fd = fd;
 			W.segno = segno;
 			W.write_off = data_end;
@@ -2212,6 +2401,7 @@ batpak_writer_main(Datum main_arg)
 	writer_setup_index();
 
 	batpak_set_state(BATPAK_STATE_RECOVERING);
+	writer_discard_unsynced();
 	pg_atomic_write_u64(&BatpakCtl->written_seq, 0);
 	pg_atomic_write_u64(&BatpakCtl->durable_seq, 0);
 	pg_atomic_write_u64(&BatpakCtl->visible_seq, 0);
@@ -2264,6 +2454,10 @@ batpak_writer_main(Datum main_arg)
 	if (pg_atomic_read_u32(&BatpakCtl->state) == BATPAK_STATE_RECOVERING)
 	{
 		BatpakCtl->ready_at = GetCurrentTimestamp();
+		LWLockAcquire(&BatpakCtl->lock, LW_EXCLUSIVE);
+		BatpakCtl->io_error_code = 0;
+		BatpakCtl->io_error[0] = '\0';
+		LWLockRelease(&BatpakCtl->lock);
 		ereport(LOG,
 				(errmsg("batpak writer ready: " UINT64_FORMAT " events in %u segments, recovered in %ld ms",
 						W.next_seq - 1, W.segno,

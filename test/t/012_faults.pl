@@ -1,0 +1,259 @@
+
+# 012_faults.pl
+#
+# Injected I/O faults (batpak.inject_fault, superuser only).  A failed write
+# or fdatasync never acknowledges an event: every call of the failed group
+# gets 58030 (53100 for a full disk) naming the segment and offset, the
+# writer exits, and before it (or its successor) serves again it overwrites
+# everything written after its last successful sync with zeros.  So the
+# events of a failed call are never visible, not even after a kill -9, and
+# their bytes are not in the files.  With the fault set for the whole server
+# (a full disk that stays full), every append fails with 53100 until the
+# fault is gone, then appends work again.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::RealBin/lib";
+use BatpakTest;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+# A long flush delay: an asynchronous append stays unsynced while the test
+# looks at it (part 4 does not depend on it, it reads the sync point).
+my $node = new_batpak_node('faults',
+	"restart_after_crash = on\nbatpak.flush_delay = 10s\n");
+
+sub sql { return $node->safe_psql('postgres', $_[0]); }
+
+sub writer_pid { return sql('SELECT writer_pid FROM batpak.stats'); }
+
+# Wait until a writer other than $old_pid is ready.
+sub wait_new_writer
+{
+	my ($old_pid) = @_;
+	return deadline_loop(
+		60,
+		sub {
+			my $row = sql(q{SELECT state || '|' || coalesce(writer_pid, 0) FROM batpak.stats});
+			my ($state, $pid) = split /\|/, $row;
+			return $state eq 'ready' && $pid != $old_pid;
+		});
+}
+
+# Bytes of every segment file, concatenated.
+sub store_bytes
+{
+	my $all = '';
+	$all .= slurp_file(segment_dir($node) . "/$_") for segment_files($node);
+	return $all;
+}
+
+sub newest_segment
+{
+	my @files = segment_files($node);
+	return segment_dir($node) . "/$files[-1]";
+}
+
+# After a failure: the store holds exactly the events it held before
+# ($before: read_all_text), chains verify, the failed entity's bytes are in
+# no file, the newest segment parses to the end of its data and is zero
+# after it, and the next append takes the next sequence.
+sub check_store
+{
+	my ($label, $before, $tag, $gaps) = @_;
+	is(read_all_text($node), $before, "$label: the store holds exactly the events it held before");
+	is(verify_report($node), expected_verify_report($node), "$label: chains verify");
+	my $bytes = store_bytes();
+	is(index($bytes, $tag), -1, "$label: no byte of the failed call is in the segment files");
+	my $seg = parse_segment(newest_segment());
+	my @bad = grep { !$_->{crc_ok} || !$_->{layout_ok} } @{ $seg->{frames} };
+	is(scalar(@bad), 0, "$label: every frame of the newest segment is intact");
+	ok($seg->{tail} eq 'zeros' || $seg->{tail} eq 'eof',
+		"$label: the newest segment ends in zeros after its data ($seg->{tail})");
+	my $zeros = substr(slurp_file(newest_segment()), $seg->{data_end});
+	is($zeros =~ tr/\0//c, 0, "$label: nothing but zeros after the data");
+	my $next = sql('SELECT coalesce(max(global_sequence), 0) + 1 FROM batpak.read_all()') + $gaps;
+	is(sql(qq{SELECT global_sequence FROM batpak.append('after-$tag', 'f', 'k', '{}')}),
+		$next, "$label: the next append takes the next sequence");
+}
+
+# --- 1. each fault, set in the session of the failing call --------------------
+
+# some events first, in both modes, over two segments' worth of groups
+sql(q{SET batpak.transactional = off;
+      SELECT count(*) FROM generate_series(1, 20) i,
+        LATERAL batpak.append('base-' || (i % 3), 'f', 'k', jsonb_build_object('i', i))});
+sql(q{SELECT count(*) FROM generate_series(1, 10) i,
+        LATERAL batpak.append('base-tx', 'f', 'k', jsonb_build_object('i', i))});
+
+my %cases = (
+	write => {
+		state => '58030',
+		msg => qr/^could not write segment 00000001\.seg at offset \d+: Input\/output error$/,
+		discarded => 0,
+	},
+	partial_write => {
+		state => '58030',
+		msg => qr/^could not write segment 00000001\.seg at offset \d+: Input\/output error$/,
+		discarded => 1,
+	},
+	fsync => {
+		state => '58030',
+		msg => qr/^could not fdatasync segment 00000001\.seg at offset \d+: Input\/output error$/,
+		discarded => 1,
+	},
+	enospc => {
+		state => '53100',
+		msg => qr/^could not write segment 00000001\.seg at offset \d+: No space left on device$/,
+		discarded => 1,
+	},
+);
+
+# Each call sets the fault (FAULT) right before the append that must fail;
+# the last field is how many global sequences the call uses up for good (a
+# rolled-back transaction's events stay in the files as a gap).
+my @calls = (
+	[ 'append, immediate',
+		q{SET batpak.transactional = off; SET batpak.inject_fault = 'FAULT';
+		  SELECT batpak.append('TAG', 'f', 'k', '{"big": "%s"}')}, 0 ],
+	[ 'append_batch',
+		q{SET batpak.inject_fault = 'FAULT';
+		  SELECT count(*) FROM batpak.append_batch(ARRAY[
+			ROW('TAG', 'f', 'k', '{"n": 1}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
+			ROW('TAG', 'f', 'k', '{"n": 2, "big": "%s"}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
+			ROW('TAG-2', 'f', 'k', '{"n": 3}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event])}, 0 ],
+	[ 'transactional append',
+		q{BEGIN; SELECT batpak.append('base-tx', 'f', 'k', '{}');
+		  SET LOCAL batpak.inject_fault = 'FAULT';
+		  SELECT batpak.append('TAG', 'f', 'k', '{"big": "%s"}'); COMMIT;}, 1 ],
+);
+
+for my $fault (sort keys %cases)
+{
+	my $c = $cases{$fault};
+	for my $call (@calls)
+	{
+		my ($what, $sql, $gaps) = @$call;
+		my $label = "$fault, $what";
+		(my $tag = "fault-$fault-$what") =~ s/[ ,]+/-/g;
+		my $before = read_all_text($node);
+		my $pid = writer_pid();
+		my $logpos = -s $node->logfile;
+		$sql =~ s/TAG/$tag/g;
+		$sql =~ s/FAULT/$fault/g;
+		$sql = sprintf($sql, 'x' x 5000);    # a group of several pages
+
+		my ($state, $msg) = sql_error($node, $sql);
+		is($state // 'no error', $c->{state}, "$label: the call fails with $c->{state}");
+		like($msg // '', $c->{msg}, "$label: the message names the segment and the cause");
+
+		ok(wait_new_writer($pid), "$label: a new writer serves");
+		my $log = slurp_file($node->logfile, $logpos);
+		like($log, qr/batpak writer stops after an I\/O error: could not/,
+			"$label: the writer logged why it stopped");
+		if ($c->{discarded})
+		{
+			like($log,
+				qr/batpak: discarded [1-9]\d* bytes of segment 00000001\.seg written after its last successful sync at offset \d+/,
+				"$label: what was written after the last sync was discarded");
+		}
+		check_store($label, $before, $tag, $gaps);
+	}
+}
+
+# --- 2. only a superuser sets it ------------------------------------------------
+
+sql(q{CREATE ROLE plain LOGIN; GRANT USAGE ON SCHEMA batpak TO plain;});
+{
+	my ($ret, $out, $err) = $node->psql('postgres',
+		"\\set VERBOSITY verbose\nSET batpak.inject_fault = 'write';",
+		extra_params => [ '-U', 'plain' ]);
+	like($err, qr/ERROR:\s+42501: permission denied to set parameter "batpak\.inject_fault"/,
+		'a non-superuser cannot set batpak.inject_fault');
+}
+
+# --- 3. an asynchronous append waiting for its sync when a sync fails ---------
+
+{
+	my $before = read_all_text($node);
+	my $r = sql(q{SET batpak.synchronous_commit = off; SET batpak.transactional = off;
+	              SELECT global_sequence FROM batpak.append('async-victim', 'f', 'k', '{}')});
+	my $pid = writer_pid();
+	my $logpos = -s $node->logfile;
+	my ($state) = sql_error($node,
+		q{SET batpak.inject_fault = 'fsync'; SELECT batpak.append('async-fsync', 'f', 'k', '{}')});
+	is($state // 'no error', '58030', 'async: the synchronous call fails');
+	ok(wait_new_writer($pid), 'async: a new writer serves');
+	my $log = slurp_file($node->logfile, $logpos);
+	my ($sync_off) = $log =~ /written after its last successful sync at offset (\d+)/;
+	ok(defined $sync_off, 'async: the discard was logged with the sync point');
+
+	# the asynchronous event survives exactly if its frame was synced before
+	my $seg = parse_segment(newest_segment());
+	my $present = sql(q{SELECT count(*) FROM batpak.read_stream('async-victim')});
+	my ($victim) = grep { ($_->{entity} // '') eq 'async-victim' } @{ $seg->{frames} };
+	if ($present)
+	{
+		ok(defined $victim && $victim->{end} <= $sync_off,
+			'async: the asynchronous event is kept: it was synced before the failure');
+	}
+	else
+	{
+		is(read_all_text($node), $before,
+			'async: the unsynced asynchronous event was discarded with the failed group (documented)');
+	}
+	note "asynchronous event $r " . ($present ? 'kept' : 'discarded');
+	is(index(store_bytes(), 'async-fsync'), -1, 'async: the failed call is not in the files');
+}
+
+# --- 4. a full disk for the whole server, until space returns ------------------
+
+my %acked;     # entity => 1 for appends that returned a receipt
+my %failed;    # entity => SQLSTATE
+my $n = 0;
+sub try_append
+{
+	my $ent = 'disk-' . ++$n;
+	my ($state, $msg) = sql_error($node,
+		qq{SET batpak.transactional = off; SET batpak.writer_timeout = 3000;
+		   SELECT batpak.append('$ent', 'f', 'k', '{}')});
+	if (defined $state)
+	{
+		$failed{$ent} = $state;
+		# in the group that failed, or waiting in vain for a writer that
+		# fails to write its recovery markers: both name the cause
+		return $msg =~ /^(batpak writer is not available: it stopped after an I\/O error: )?could not write segment 00000001\.seg at offset \d+: No space left on device$/
+		  ? $state : "$state: $msg";
+	}
+	$acked{$ent} = 1;
+	return 'ok';
+}
+
+sql(q{ALTER SYSTEM SET batpak.inject_fault = 'enospc'; SELECT pg_reload_conf();});
+ok(deadline_loop(60, sub { try_append() eq '53100' }),
+	'disk full: appends fail with 53100 once the writer has read the setting');
+is(try_append(), '53100', 'disk full: the restarted writer fails the next append too');
+is(try_append(), '53100', 'disk full: and the one after');
+sql(q{ALTER SYSTEM RESET batpak.inject_fault; SELECT pg_reload_conf();});
+ok(deadline_loop(60, sub { try_append() eq 'ok' }), 'space returns: appends work again');
+is(try_append(), 'ok', 'space returns: and keep working');
+my @other = grep { $failed{$_} ne '53100' } keys %failed;
+is_deeply(\@other, [], 'disk full: every failed append failed with 53100');
+my %stored = map { $_ => 1 } split /\n/,
+  sql(q{SELECT DISTINCT entity FROM batpak.read_all() WHERE entity LIKE 'disk-%'});
+is_deeply(\%stored, \%acked, 'disk full: exactly the acknowledged appends are stored');
+is(verify_report($node), expected_verify_report($node), 'disk full: chains verify');
+
+# --- 5. a crash after all that changes nothing --------------------------------
+
+my $before_crash = read_all_text($node);
+crash_node($node);
+$node->start;
+ok(wait_state($node, 'ready'), 'crash: the writer is ready again');
+is(read_all_text($node), $before_crash, 'crash: the same events after a kill -9 and restart');
+is(integrity_report($node) =~ /\|0\|0$/ ? 1 : 0, 1, 'crash: sequences dense and ordered per entity');
+
+$node->stop;
+done_testing();
