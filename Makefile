@@ -8,6 +8,8 @@
 #   make test     deps + build + install + every test suite, with a summary
 #   make demo     deps + build + install + a running demo cluster in ./demo_cluster
 #   make bench    deps + build + install + test/bench/run.sh (BENCH_SCALE=...)
+#   make test-crash   the crash loop (test/t/013) with CRASH_ROUNDS (default 50) rounds
+#   make test-long    the long versions of the reliability tests (see README)
 #
 # Test suites (they need an installed batpak, see "make install"):
 #   make installcheck            pg_regress (sql/), isolation (specs/), TAP (test/t/)
@@ -102,7 +104,7 @@ endif
 
 SETUP = test/setup
 
-.PHONY: deps install-ext test demo demo-stop bench installcheck \
+.PHONY: deps install-ext test test-crash demo demo-stop bench installcheck \
 	installcheck-regress installcheck-isolation installcheck-tap check-tap \
 	run-regress run-isolation run-tap
 
@@ -128,6 +130,14 @@ test:
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory install-ext
 	@$(MAKE) --no-print-directory installcheck
+
+# The long crash loop: CRASH_ROUNDS=50 by default (make test runs 3).
+test-crash:
+	@$(SETUP)/deps.sh
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory install-ext
+	@CRASH_ROUNDS=$${CRASH_ROUNDS:-50} $(MAKE) --no-print-directory installcheck-tap \
+		PROVE_TESTS=test/t/013_crash_loop.pl
 
 demo:
 	@$(SETUP)/deps.sh
