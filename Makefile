@@ -9,7 +9,7 @@
 #   make demo     deps + build + install + a running demo cluster in ./demo_cluster
 #   make bench    deps + build + install + test/bench/run.sh (BENCH_SCALE=...)
 #   make test-crash   the crash loop (test/t/013) with CRASH_ROUNDS (default 50) rounds
-#   make test-long    the long versions of the reliability tests (see README)
+#   make test-long    1,000,000 appends in one session (015) and 100,000 hostile calls (014)
 #
 # Test suites (they need an installed batpak, see "make install"):
 #   make installcheck            pg_regress (sql/), isolation (specs/), TAP (test/t/)
@@ -104,7 +104,7 @@ endif
 
 SETUP = test/setup
 
-.PHONY: deps install-ext test test-crash demo demo-stop bench installcheck \
+.PHONY: deps install-ext test test-crash test-long demo demo-stop bench installcheck \
 	installcheck-regress installcheck-isolation installcheck-tap check-tap \
 	run-regress run-isolation run-tap
 
@@ -138,6 +138,16 @@ test-crash:
 	@$(MAKE) --no-print-directory install-ext
 	@CRASH_ROUNDS=$${CRASH_ROUNDS:-50} $(MAKE) --no-print-directory installcheck-tap \
 		PROVE_TESTS=test/t/013_crash_loop.pl
+
+# The long resource and hostile-input runs (make test runs 100,000 appends
+# and 10,000 calls).
+test-long:
+	@$(SETUP)/deps.sh
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory install-ext
+	@MEMORY_APPENDS=$${MEMORY_APPENDS:-1000000} HOSTILE_CALLS=$${HOSTILE_CALLS:-100000} \
+		$(MAKE) --no-print-directory installcheck-tap \
+		PROVE_TESTS="test/t/014_hostile.pl test/t/015_memory.pl"
 
 demo:
 	@$(SETUP)/deps.sh
