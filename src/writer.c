@@ -56,6 +56,7 @@
 #include "common/file_perm.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "port/pg_crc32c.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/fd.h"
@@ -71,6 +72,17 @@
 #include "batpak.h"
 
 #define BATPAK_PREALLOC_CHUNK	((Size) 4 * 1024 * 1024)
+
+/*
+ * The control file records where the newest segment was last synced, at
+ * most once a second: recovery refuses a store whose data ends before that
+ * point (a truncated segment), which the segments alone cannot show.
+ */
+#define BATPAK_CONTROL_FILE		BATPAK_DIR "/control"
+#define BATPAK_CONTROL_TMP		BATPAK_DIR "/control.tmp"
+#define BATPAK_CONTROL_SIZE		64
+#define BATPAK_CONTROL_VERSION	1
+#define BATPAK_CONTROL_INTERVAL_MS	1000
 #define BATPAK_SWEEP_INTERVAL_MS	1000
 
 /* An entity's head as the group in hand sees it */
@@ -215,6 +227,11 @@ typedef struct WriterState
 
 	/* consumer horizon last announced, see batpak_frontiers_moved */
 	uint64		horizon;
+
+	/* what the control file says, and when we wrote it */
+	uint32		control_segno;
+	uint64		control_off;
+	TimestampTz control_at;
 
 	MemoryContext group_cxt;
 } WriterState;
@@ -1709,6 +1726,111 @@ writer_wake_consumers(void)
 }
 
 /* ----------------------------------------------------------------
+ * The control file
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * Record the last sync point (BatpakCtl->synced_segno/off) in the control
+ * file if it moved, at most once a second unless forced.  Written to a
+ * temporary file, synced and renamed into place (durable_rename), so the
+ * file is always whole.  It only ever names a point that was synced before,
+ * so the segments never legitimately end before it.  A failure (a full
+ * disk) is a WARNING: the file only serves to detect damage, and the next
+ * try comes a second later.  Integers are in the machine's byte order, as
+ * in pg_control: the file never leaves its cluster's machine type.
+ */
+static void
+writer_write_control(bool force)
+{
+	char		buf[BATPAK_CONTROL_SIZE];
+	uint32		segno = BatpakCtl->synced_segno;
+	uint64		off = BatpakCtl->synced_off;
+	pg_crc32c	crc;
+	int			fd;
+
+	if (segno == 0 || (segno == W.control_segno && off == W.control_off))
+		return;
+	if (!force &&
+		!TimestampDifferenceExceeds(W.control_at, GetCurrentTimestamp(),
+									BATPAK_CONTROL_INTERVAL_MS))
+		return;
+	memset(buf, 0, sizeof(buf));
+	memcpy(buf, "BATPAKCT", 8);
+	buf[8] = BATPAK_CONTROL_VERSION;
+	memcpy(buf + 12, &segno, 4);
+	memcpy(buf + 16, &off, 8);
+	memcpy(buf + 24, W.store_id, 16);
+	INIT_CRC32C(crc);
+	COMP_CRC32C(crc, buf, BATPAK_CONTROL_SIZE - 4);
+	FIN_CRC32C(crc);
+	memcpy(buf + BATPAK_CONTROL_SIZE - 4, &crc, 4);
+
+	W.control_at = GetCurrentTimestamp();
+	fd = BasicOpenFilePerm(BATPAK_CONTROL_TMP, O_RDWR | O_CREAT | O_TRUNC | PG_BINARY,
+						   pg_file_create_mode);
+	if (fd < 0 ||
+		pg_pwrite(fd, buf, sizeof(buf), 0) != sizeof(buf) ||
+		pg_fsync(fd) != 0)
+	{
+		int			save_errno = errno ? errno : ENOSPC;
+
+		if (fd >= 0)
+			close(fd);
+		errno = save_errno;
+		ereport(WARNING,
+				(errcode_for_file_access(),
+				 errmsg("could not write \"%s\": %m", BATPAK_CONTROL_TMP)));
+		return;
+	}
+	close(fd);
+	if (durable_rename(BATPAK_CONTROL_TMP, BATPAK_CONTROL_FILE, WARNING) != 0)
+		return;
+	W.control_segno = segno;
+	W.control_off = off;
+}
+
+/*
+ * Read the control file: true and the sync point (segno, off) if there is one.  A damaged
+ * one fails the store (message set in *why).
+ */
+static bool
+writer_read_control(uint32 *segno, uint64 *off, uint8 *store_id, const char **why)
+{
+	char		buf[BATPAK_CONTROL_SIZE + 1];
+	pg_crc32c	crc;
+	pg_crc32c	stored;
+	int			fd = BasicOpenFile(BATPAK_CONTROL_FILE, O_RDONLY | PG_BINARY);
+	ssize_t		n;
+
+	*why = NULL;
+	if (fd < 0)
+	{
+		if (errno == ENOENT)
+			return false;
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not open \"%s\": %m", BATPAK_CONTROL_FILE)));
+	}
+	n = pg_pread(fd, buf, sizeof(buf), 0);
+	close(fd);
+	INIT_CRC32C(crc);
+	COMP_CRC32C(crc, buf, BATPAK_CONTROL_SIZE - 4);
+	FIN_CRC32C(crc);
+	memcpy(&stored, buf + BATPAK_CONTROL_SIZE - 4, 4);
+	if (n != BATPAK_CONTROL_SIZE || memcmp(buf, "BATPAKCT", 8) != 0 ||
+		buf[8] != BATPAK_CONTROL_VERSION || !EQ_CRC32C(crc, stored))
+	{
+		*why = "the control file is damaged";
+		return true;
+	}
+	memcpy(segno, buf + 12, 4);
+	memcpy(off, buf + 16, 8);
+	memcpy(store_id, buf + 24, 16);
+	return true;
+}
+
+/* ----------------------------------------------------------------
  * Recovery
  * ----------------------------------------------------------------
  */
@@ -1789,6 +1911,68 @@ writer_torn_frame(int fd, uint64 off, uint64 file_size, int rc)
 	while (zeros < n && tail[n - 1 - zeros] == 0)
 		zeros++;
 	return zeros >= 8 || (zeros > 0 && (end - zeros) % 512 == 0);
+}
+
+/*
+ * Does an intact frame follow the damaged one at off?  A torn tail is the
+ * end of what was written: nothing intact can come after it.  A damaged
+ * frame with intact frames after it is corruption, even when its (damaged)
+ * length makes it look cut off by the end of the file or by the zeros.  We
+ * look for the frames that must come next, cheaply: an event frame carries
+ * global sequence next_seq (if the damaged frame was a marker) or
+ * next_seq + 1; a position is checked further (length, CRC) only when the
+ * 8 bytes there match one of them.  Returns the offset found, or 0.
+ */
+static uint64
+writer_intact_frame_after(int fd, uint64 off, uint64 file_size)
+{
+	Size		bufsize = 1024 * 1024;
+	char	   *buf = palloc(bufsize + 16);
+	uint64		want[2];
+	uint64		found = 0;
+	uint64		pos = off + 1;
+
+	want[0] = W.next_seq;
+	want[1] = W.next_seq + 1;
+	while (found == 0 && pos + BATPAK_FRAME_HEADER_SIZE + 8 <= file_size)
+	{
+		Size		chunk = (Size) Min((uint64) bufsize + 16, file_size - pos);
+		ssize_t		n = pg_pread(fd, buf, chunk, (off_t) pos);
+
+		if (n < BATPAK_FRAME_HEADER_SIZE + 8)
+			break;
+		for (Size i = 0; i + BATPAK_FRAME_HEADER_SIZE + 8 <= (Size) n && i < bufsize; i++)
+		{
+			uint64		seq;
+			uint64		body_len;
+			char	   *frame;
+			BatpakFrame f;
+			const char *why;
+
+			memcpy(&seq, buf + i + BATPAK_FRAME_HEADER_SIZE, 8);
+#ifdef WORDS_BIGENDIAN
+			seq = pg_bswap64(seq);
+#endif
+			if (seq != want[0] && seq != want[1])
+				continue;
+			body_len = batpak_le32(buf + i);
+			if (body_len < BATPAK_BODY_FIXED_SIZE + 2 * BATPAK_HASH_LEN ||
+				pos + i + BATPAK_FRAME_HEADER_SIZE + body_len > file_size)
+				continue;
+			frame = palloc(BATPAK_FRAME_HEADER_SIZE + body_len);
+			if (pg_pread(fd, frame, BATPAK_FRAME_HEADER_SIZE + body_len, (off_t) (pos + i)) ==
+				(ssize_t) (BATPAK_FRAME_HEADER_SIZE + body_len) &&
+				batpak_frame_decode(frame, BATPAK_FRAME_HEADER_SIZE + body_len, &f, &why) ==
+				BATPAK_DECODE_OK)
+				found = pos + i;
+			pfree(frame);
+			if (found != 0)
+				break;
+		}
+		pos += Min((Size) n, bufsize);
+	}
+	pfree(buf);
+	return found;
 }
 
 static bool
@@ -1888,6 +2072,15 @@ writer_scan_segment(uint32 segno, int fd, uint64 file_size, bool newest,
 		}
 		if (rc != BATPAK_DECODE_OK && writer_torn_frame(fd, off, file_size, rc))
 		{
+			uint64		intact = writer_intact_frame_after(fd, off, file_size);
+
+			/* looks torn, but what follows shows it is not the end */
+			if (intact != 0)
+			{
+				writer_fail_store("corrupt frame in segment %08X.seg at offset " UINT64_FORMAT ": %s, and an intact frame follows at offset " UINT64_FORMAT,
+								  segno, off, why ? why : "damaged frame", intact);
+				return false;
+			}
 			/* a frame cut short by a crash: a torn tail */
 			if (!newest)
 			{
@@ -2188,6 +2381,11 @@ writer_recover(void)
 	uint32	   *segs;
 	struct stat st;
 	uint64		total = 0;
+	bool		has_control;
+	uint32		control_segno = 0;
+	uint64		control_off = 0;
+	uint8		control_store[16];
+	const char *why;
 
 	if (stat(BATPAK_DIR, &st) != 0)
 	{
@@ -2206,6 +2404,30 @@ writer_recover(void)
 	W.published_seq = 0;
 	memset(W.store_id, 0, sizeof(W.store_id));
 	segs = writer_list_segments(&nsegs);
+	has_control = writer_read_control(&control_segno, &control_off, control_store, &why);
+	if (has_control && why != NULL && nsegs > 0)
+	{
+		writer_fail_store("%s (\"%s\"); remove it to start without the truncation check",
+						  why, BATPAK_CONTROL_FILE);
+		return false;
+	}
+	if (has_control && nsegs == 0)
+	{
+		/* a store that was removed: its control file goes with it */
+		if (unlink(BATPAK_CONTROL_FILE) != 0)
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not remove \"%s\": %m", BATPAK_CONTROL_FILE)));
+		has_control = false;
+	}
+	if (nsegs > 0 && has_control && segs[nsegs - 1] <= control_segno &&
+		(segs[nsegs - 1] < control_segno || control_off > BATPAK_SEGMENT_HEADER_SIZE) &&
+		writer_unfinished_segment(segs[nsegs - 1]))
+	{
+		writer_fail_store("segment %08X.seg is truncated at offset 0: it was synced up to offset " UINT64_FORMAT " of segment %08X.seg",
+						  segs[nsegs - 1], control_off, control_segno);
+		return false;
+	}
 	if (nsegs > 0 && writer_unfinished_segment(segs[nsegs - 1]))
 	{
 		char		path[MAXPGPATH];
@@ -2318,6 +2540,26 @@ writer_recover(void)
 			close(fd);
 	}
 	pg_atomic_write_u64(&BatpakCtl->store_bytes, total);
+
+	/* the segments must reach the last sync point the control file saw */
+	if (has_control)
+	{
+		if (memcmp(control_store, W.store_id, sizeof(W.store_id)) != 0)
+		{
+			writer_fail_store("the control file \"%s\" belongs to another store than the segments",
+							  BATPAK_CONTROL_FILE);
+			return false;
+		}
+		if (W.segno < control_segno ||
+			(W.segno == control_segno && W.write_off < control_off))
+		{
+			writer_fail_store("segment %08X.seg is truncated at offset " UINT64_FORMAT ": it was synced up to offset " UINT64_FORMAT " of segment %08X.seg",
+							  W.segno, W.write_off, control_off, control_segno);
+			return false;
+		}
+		W.control_segno = control_segno;
+		W.control_off = control_off;
+	}
 	return true;
 }
 
@@ -2468,6 +2710,7 @@ batpak_writer_main(Datum main_arg)
 		pg_memory_barrier();	/* ready_seq before the state: see notify.c */
 		batpak_set_state(BATPAK_STATE_READY);
 		batpak_frontiers_moved();
+		writer_write_control(true);
 	}
 
 	for (;;)
@@ -2497,15 +2740,26 @@ batpak_writer_main(Datum main_arg)
 				W.unsynced = true;
 			}
 			writer_flush_async(true);
+			if (pg_atomic_read_u32(&BatpakCtl->state) == BATPAK_STATE_READY)
+				writer_write_control(true);
 			ereport(LOG, (errmsg("batpak writer shutting down")));
 			proc_exit(1);		/* 1: restart me unless the server is stopping */
 		}
 
 		writer_flush_async(false);
 		writer_wake_consumers();
+		if (pg_atomic_read_u32(&BatpakCtl->state) == BATPAK_STATE_READY)
+			writer_write_control(false);
 		if (W.unsynced)
 		{
 			timeout = batpak_flush_delay_ms;
+			events |= WL_TIMEOUT;
+		}
+		if (BatpakCtl->synced_segno != W.control_segno ||
+			BatpakCtl->synced_off != W.control_off)
+		{
+			/* come back to record the sync point (writer_write_control) */
+			timeout = timeout < 0 ? BATPAK_CONTROL_INTERVAL_MS : Min(timeout, BATPAK_CONTROL_INTERVAL_MS);
 			events |= WL_TIMEOUT;
 		}
 		if (hash_get_num_entries(W.txns) > 0)

@@ -90,14 +90,14 @@ my $dir = segment_dir($node);
 my @st = stat($dir);
 is(sprintf('%04o', $st[2] & 07777), '0700', 'files: the directory is 0700');
 is($st[4], $<, 'files: the directory belongs to the server user');
-for my $f (segment_files($node))
+for my $f (segment_files($node), 'control')
 {
 	my @fs = stat("$dir/$f");
 	is(sprintf('%04o', $fs[2] & 07777) . " uid $fs[4]", sprintf('0600 uid %d', $<),
 		"files: $f is 0600 and belongs to the server user");
 }
-my @other = grep { !/^[0-9A-F]{8}\.seg$/ } do { opendir(my $dh, $dir) or die; grep { !/^\.\.?$/ } readdir $dh };
-is_deeply(\@other, [], 'files: nothing but segments in the directory');
+my @other = grep { !/^(?:[0-9A-F]{8}\.seg|control)$/ } do { opendir(my $dh, $dir) or die; grep { !/^\.\.?$/ } readdir $dh };
+is_deeply(\@other, [], 'files: nothing but segments and the control file in the directory');
 
 $node->stop;
 done_testing();

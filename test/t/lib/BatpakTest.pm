@@ -24,7 +24,7 @@ our @EXPORT = qw(
   new_batpak_node wait_state sql_error receipts_of receipt_cols
   read_all_text integrity_report verify_report expected_verify_report zero_hash
   segment_dir segment_files parse_segment crc32c flip_byte truncate_file
-  patch_file read_bytes
+  patch_file read_bytes set_control_point
   crash_node child_pids wait_pids_gone proc_state deadline_loop
   harness_running
 );
@@ -323,6 +323,24 @@ sub parse_segment
 	}
 	$seg{data_end} = $off;
 	return \%seg;
+}
+
+# Make the control file ($PGDATA/batpak/control, see writer.c) name another
+# last sync point: what it would say had the writer not synced (or not yet
+# recorded) what lies after it.  Layout: magic, version, segno at 12 (u32),
+# offset at 16 (u64), store id, CRC32C of bytes 0..59 at 60, machine byte
+# order (little-endian here).
+sub set_control_point
+{
+	my ($node, $segno, $offset) = @_;
+	my $path = segment_dir($node) . '/control';
+	my $c = read_bytes($path, 0, 64);
+	croak "$path is not a batpak control file" unless substr($c, 0, 8) eq 'BATPAKCT';
+	substr($c, 12, 4) = pack('V', $segno);
+	substr($c, 16, 8) = pack('Q<', $offset);
+	substr($c, 60, 4) = pack('V', crc32c(substr($c, 0, 60)));
+	patch_file($path, 0, $c);
+	return;
 }
 
 # Overwrite bytes of a file in place.
