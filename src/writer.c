@@ -78,8 +78,15 @@
  * most once a second: recovery refuses a store whose data ends before that
  * point (a truncated segment), which the segments alone cannot show.
  */
-#define BATPAK_CONTROL_FILE		BATPAK_DIR "/control"
-#define BATPAK_CONTROL_TMP		BATPAK_DIR "/control.tmp"
+/*
+ * The name starts with PG_TEMP_FILE_PREFIX so that pg_basebackup leaves it
+ * out: it copies files one by one while the writer runs, and a control file
+ * copied after the segments could name a point the copied segments do not
+ * reach, and the restored store would be refused.  A restored store starts
+ * without it (no check until the writer writes the next one).
+ */
+#define BATPAK_CONTROL_FILE		BATPAK_DIR "/" PG_TEMP_FILE_PREFIX "_batpak_control"
+#define BATPAK_CONTROL_TMP		BATPAK_DIR "/" PG_TEMP_FILE_PREFIX "_batpak_control.tmp"
 #define BATPAK_CONTROL_SIZE		64
 #define BATPAK_CONTROL_VERSION	1
 #define BATPAK_CONTROL_INTERVAL_MS	1000
@@ -1638,7 +1645,17 @@ writer_serve_group(WriterGroupReq *group)
 			for (int i = 0; i < n; i++)
 				writer_reply(&group[i]);
 			W.group_fault = BATPAK_FAULT_NONE;
-			writer_discard_unsynced();
+			/* a failure here leaves io_failed set for the successor */
+			PG_TRY();
+			{
+				writer_discard_unsynced();
+			}
+			PG_CATCH();
+			{
+				EmitErrorReport();
+				FlushErrorState();
+			}
+			PG_END_TRY();
 			ereport(FATAL,
 					(errcode(edata->sqlerrcode),
 					 errmsg("batpak writer stops after an I/O error: %s", edata->message)));
@@ -1939,6 +1956,10 @@ writer_intact_frame_after(int fd, uint64 off, uint64 file_size)
 		Size		chunk = (Size) Min((uint64) bufsize + 16, file_size - pos);
 		ssize_t		n = pg_pread(fd, buf, chunk, (off_t) pos);
 
+		if (n < 0)
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not read segment file at offset " UINT64_FORMAT ": %m", pos)));
 		if (n < BATPAK_FRAME_HEADER_SIZE + 8)
 			break;
 		for (Size i = 0; i + BATPAK_FRAME_HEADER_SIZE + 8 <= (Size) n && i < bufsize; i++)
@@ -1957,9 +1978,11 @@ writer_intact_frame_after(int fd, uint64 off, uint64 file_size)
 				continue;
 			body_len = batpak_le32(buf + i);
 			if (body_len < BATPAK_BODY_FIXED_SIZE + 2 * BATPAK_HASH_LEN ||
+				body_len > BATPAK_MAX_REQUEST_SIZE ||
 				pos + i + BATPAK_FRAME_HEADER_SIZE + body_len > file_size)
 				continue;
-			frame = palloc(BATPAK_FRAME_HEADER_SIZE + body_len);
+			frame = MemoryContextAllocHuge(CurrentMemoryContext,
+										   BATPAK_FRAME_HEADER_SIZE + body_len);
 			if (pg_pread(fd, frame, BATPAK_FRAME_HEADER_SIZE + body_len, (off_t) (pos + i)) ==
 				(ssize_t) (BATPAK_FRAME_HEADER_SIZE + body_len) &&
 				batpak_frame_decode(frame, BATPAK_FRAME_HEADER_SIZE + body_len, &f, &why) ==
@@ -2328,26 +2351,15 @@ writer_discard_unsynced(void)
 	if ((uint64) st.st_size > off)
 	{
 		static char zeros[BLCKSZ];
-		uint64		pos = off;
-		uint64		nonzero = 0;
 
-		/* count what we discard, for the log: the zeros are not data */
-		while (pos < (uint64) st.st_size)
+		/*
+		 * Everything up to the end of the file, without reading it first: a
+		 * read can fail on the disk that just failed a write, and the blocks
+		 * are allocated, so this needs no free space.
+		 */
+		for (uint64 pos = off; pos < (uint64) st.st_size;)
 		{
-			char		buf[BLCKSZ];
-			Size		chunk = Min(sizeof(buf), (uint64) st.st_size - pos);
-			ssize_t		got = pg_pread(fd, buf, chunk, (off_t) pos);
-
-			if (got <= 0)
-				break;
-			for (ssize_t i = 0; i < got; i++)
-				if (buf[i] != 0)
-					nonzero = pos + i + 1 - off;
-			pos += got;
-		}
-		for (pos = off; pos < off + nonzero;)
-		{
-			Size		chunk = Min(sizeof(zeros), off + nonzero - pos);
+			Size		chunk = Min(sizeof(zeros), (uint64) st.st_size - pos);
 			ssize_t		done = pg_pwrite(fd, zeros, chunk, (off_t) pos);
 
 			if (done <= 0)
@@ -2367,7 +2379,7 @@ writer_discard_unsynced(void)
 					 errmsg("could not fsync segment %08X.seg: %m", segno)));
 		ereport(LOG,
 				(errmsg("batpak: discarded " UINT64_FORMAT " bytes of segment %08X.seg written after its last successful sync at offset " UINT64_FORMAT,
-						nonzero, segno, off)));
+						(uint64) st.st_size - off, segno, off)));
 	}
 	close(fd);
 	BatpakCtl->io_failed = false;
@@ -2411,9 +2423,17 @@ writer_recover(void)
 						  why, BATPAK_CONTROL_FILE);
 		return false;
 	}
+	if (has_control && nsegs == 0 && why == NULL &&
+		(control_segno > 1 || control_off > BATPAK_SEGMENT_HEADER_SIZE))
+	{
+		/* the most thorough truncation of all: never start afresh silently */
+		writer_fail_store("no segment file, but segment %08X.seg was synced up to offset " UINT64_FORMAT "; to start a new, empty store remove \"%s\" too",
+						  control_segno, control_off, BATPAK_CONTROL_FILE);
+		return false;
+	}
 	if (has_control && nsegs == 0)
 	{
-		/* a store that was removed: its control file goes with it */
+		/* only a header was ever synced: nothing to lose, start afresh */
 		if (unlink(BATPAK_CONTROL_FILE) != 0)
 			ereport(ERROR,
 					(errcode_for_file_access(),
@@ -2507,6 +2527,15 @@ writer_recover(void)
 							segno, cut, (uint64) st.st_size - cut)));
 			/* only the newest segment is cut; it is synced below */
 			Assert(newest);
+			/* a tail can only be torn after the last sync: check first */
+			if (has_control &&
+				(segno < control_segno || (segno == control_segno && cut < control_off)))
+			{
+				close(fd);
+				writer_fail_store("segment %08X.seg is damaged or truncated at offset " UINT64_FORMAT ": it was synced up to offset " UINT64_FORMAT " of segment %08X.seg",
+								  segno, cut, control_off, control_segno);
+				return false;
+			}
 			writer_truncate(fd, segno, cut);
 			st.st_size = cut;
 		}
@@ -2728,7 +2757,13 @@ batpak_writer_main(Datum main_arg)
 
 		/* drain: serve groups until no request is waiting */
 		while (writer_serve_group(group) > 0)
+		{
+			/* under a steady load too: both are rate-limited */
+			writer_flush_async(false);
+			if (pg_atomic_read_u32(&BatpakCtl->state) == BATPAK_STATE_READY)
+				writer_write_control(false);
 			CHECK_FOR_INTERRUPTS();
+		}
 
 		if (ShutdownRequestPending)
 		{

@@ -77,7 +77,8 @@ is("$distinct|$broken|$misordered", "$count|0|0", "$count events, entity sequenc
 
 # The files: the directory 0700, every segment 0600, all owned by the server
 # user (the user running the tests), after segments were created by rotation.
-# (control.tmp exists while the writer replaces the control file.)
+# (pgsql_tmp_batpak_control.tmp exists while the writer replaces the control
+# file.)
 $node->safe_psql('postgres', q{ALTER SYSTEM SET batpak.segment_size = '1MB'; SELECT pg_reload_conf();});
 ok( deadline_loop(
 		60,
@@ -91,13 +92,13 @@ my $dir = segment_dir($node);
 my @st = stat($dir);
 is(sprintf('%04o', $st[2] & 07777), '0700', 'files: the directory is 0700');
 is($st[4], $<, 'files: the directory belongs to the server user');
-for my $f (segment_files($node), 'control')
+for my $f (segment_files($node), 'pgsql_tmp_batpak_control')
 {
 	my @fs = stat("$dir/$f");
 	is(sprintf('%04o', $fs[2] & 07777) . " uid $fs[4]", sprintf('0600 uid %d', $<),
 		"files: $f is 0600 and belongs to the server user");
 }
-my @other = grep { !/^(?:[0-9A-F]{8}\.seg|control|control\.tmp)$/ } do { opendir(my $dh, $dir) or die; grep { !/^\.\.?$/ } readdir $dh };
+my @other = grep { !/^(?:[0-9A-F]{8}\.seg|pgsql_tmp_batpak_control(?:\.tmp)?)$/ } do { opendir(my $dh, $dir) or die; grep { !/^\.\.?$/ } readdir $dh };
 is_deeply(\@other, [], 'files: nothing but segments and the control file in the directory');
 
 $node->stop;

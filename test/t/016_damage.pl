@@ -44,7 +44,8 @@ $node->safe_psql('postgres', q{
 my $snapshot = read_all_text($node);
 my $dir = segment_dir($node);
 $node->stop('fast');
-my @files = (segment_files($node), 'control');
+my $control = 'pgsql_tmp_batpak_control';
+my @files = (segment_files($node), $control);
 cmp_ok(scalar(@files), '>=', 4, "the store spans several segments (@files)");
 my $pristine = PostgreSQL::Test::Utils::tempdir;
 copy("$dir/$_", "$pristine/$_") or die "copy $_: $!" for @files;
@@ -62,7 +63,7 @@ sub check_refused
 	my ($label) = @_;
 	$node->start;
 	ok(wait_state($node, 'failed'), "$label: the store refuses to serve");
-	my $name = qr/(?:[0-9A-F]{8}\.seg|"batpak\/control")/;
+	my $name = qr/(?:[0-9A-F]{8}\.seg|"batpak\/pgsql_tmp_batpak_control")/;
 	for my $call ('SELECT count(*) FROM batpak.read_all()',
 		q{SELECT batpak.append('fresh', 's', 'k', '{}')})
 	{
@@ -80,10 +81,10 @@ for my $round (1 .. $rounds)
 {
 	restore();
 	# the control file one time in eight
-	my $file = rand() < 0.125 ? 'control' : $files[ int(rand(@files - 1)) ];
+	my $file = rand() < 0.125 ? $control : $files[ int(rand(@files - 1)) ];
 	my $path = "$dir/$file";
 	my $label;
-	if ($file ne 'control' && $round % 3 == 0)
+	if ($file ne $control && $round % 3 == 0)
 	{
 		# truncation: anywhere, or exactly on a frame boundary
 		my $seg = parse_segment($path);
@@ -98,7 +99,7 @@ for my $round (1 .. $rounds)
 	{
 		# one byte: half of the cases in the last 200 bytes (the newest
 		# segment's last frame, where the torn-tail rules apply)
-		my $at = rand() < 0.5 && $file ne 'control'
+		my $at = rand() < 0.5 && $file ne $control
 		  ? $size{$file} - 1 - int(rand(200))
 		  : int(rand($size{$file}));
 		flip_byte($path, $at);
@@ -126,6 +127,16 @@ restore();
 		'long length: the failure names the frame and the intact one after it');
 	$node->stop('fast');
 }
+
+# every segment gone: never a silent new store
+restore();
+unlink("$dir/$_") or die "unlink $_: $!" for grep { /\.seg$/ } @files;
+$node->start;
+ok(wait_state($node, 'failed'), 'no segments: the store refuses to serve');
+like($node->safe_psql('postgres', 'SELECT failure FROM batpak.stats'),
+	qr/^no segment file, but segment [0-9A-F]{8}\.seg was synced up to offset \d+; to start a new, empty store remove "batpak\/pgsql_tmp_batpak_control" too$/,
+	'no segments: the failure says what is missing and how to start afresh');
+$node->stop('fast');
 
 # whole again
 restore();

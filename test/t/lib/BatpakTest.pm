@@ -325,7 +325,7 @@ sub parse_segment
 	return \%seg;
 }
 
-# Make the control file ($PGDATA/batpak/control, see writer.c) name another
+# Make the control file ($PGDATA/batpak/pgsql_tmp_batpak_control, see writer.c) name another
 # last sync point: what it would say had the writer not synced (or not yet
 # recorded) what lies after it.  Layout: magic, version, segno at 12 (u32),
 # offset at 16 (u64), store id, CRC32C of bytes 0..59 at 60, machine byte
@@ -333,7 +333,7 @@ sub parse_segment
 sub set_control_point
 {
 	my ($node, $segno, $offset) = @_;
-	my $path = segment_dir($node) . '/control';
+	my $path = segment_dir($node) . '/pgsql_tmp_batpak_control';
 	my $c = read_bytes($path, 0, 64);
 	croak "$path is not a batpak control file" unless substr($c, 0, 8) eq 'BATPAKCT';
 	substr($c, 12, 4) = pack('V', $segno);
