@@ -1757,6 +1757,14 @@ writer_wake_consumers(void)
  * try comes a second later.  Integers are in the machine's byte order, as
  * in pg_control: the file never leaves its cluster's machine type.
  */
+static bool
+writer_control_behind(void)
+{
+	return BatpakCtl->synced_segno != 0 &&
+		(BatpakCtl->synced_segno != W.control_segno ||
+		 BatpakCtl->synced_off != W.control_off);
+}
+
 static void
 writer_write_control(bool force)
 {
@@ -1766,7 +1774,9 @@ writer_write_control(bool force)
 	pg_crc32c	crc;
 	int			fd;
 
-	if (segno == 0 || (segno == W.control_segno && off == W.control_off))
+	/* only a ready writer knows its store id and a sync point of its own */
+	if (!writer_control_behind() ||
+		pg_atomic_read_u32(&BatpakCtl->state) != BATPAK_STATE_READY)
 		return;
 	if (!force &&
 		!TimestampDifferenceExceeds(W.control_at, GetCurrentTimestamp(),
@@ -2357,26 +2367,11 @@ writer_discard_unsynced(void)
 		 * read can fail on the disk that just failed a write, and the blocks
 		 * are allocated, so this needs no free space.
 		 */
-		for (uint64 pos = off; pos < (uint64) st.st_size;)
-		{
-			Size		chunk = Min(sizeof(zeros), (uint64) st.st_size - pos);
-			ssize_t		done = pg_pwrite(fd, zeros, chunk, (off_t) pos);
-
-			if (done <= 0)
-			{
-				if (done == 0)
-					errno = ENOSPC;
-				ereport(ERROR,
-						(errcode_for_file_access(),
-						 errmsg("could not write segment %08X.seg at offset " UINT64_FORMAT ": %m",
-								segno, pos)));
-			}
-			pos += done;
-		}
+		for (uint64 pos = off; pos < (uint64) st.st_size; pos += sizeof(zeros))
+			writer_pwrite(fd, segno, zeros,
+						  Min(sizeof(zeros), (uint64) st.st_size - pos), pos);
 		if (pg_fsync(fd) != 0)
-			ereport(ERROR,
-					(errcode_for_file_access(),
-					 errmsg("could not fsync segment %08X.seg: %m", segno)));
+			writer_io_error("fsync", segno, off);
 		ereport(LOG,
 				(errmsg("batpak: discarded " UINT64_FORMAT " bytes of segment %08X.seg written after its last successful sync at offset " UINT64_FORMAT,
 						(uint64) st.st_size - off, segno, off)));
@@ -2760,8 +2755,7 @@ batpak_writer_main(Datum main_arg)
 		{
 			/* under a steady load too: both are rate-limited */
 			writer_flush_async(false);
-			if (pg_atomic_read_u32(&BatpakCtl->state) == BATPAK_STATE_READY)
-				writer_write_control(false);
+			writer_write_control(false);
 			CHECK_FOR_INTERRUPTS();
 		}
 
@@ -2775,23 +2769,21 @@ batpak_writer_main(Datum main_arg)
 				W.unsynced = true;
 			}
 			writer_flush_async(true);
-			if (pg_atomic_read_u32(&BatpakCtl->state) == BATPAK_STATE_READY)
-				writer_write_control(true);
+			writer_write_control(true);
 			ereport(LOG, (errmsg("batpak writer shutting down")));
 			proc_exit(1);		/* 1: restart me unless the server is stopping */
 		}
 
 		writer_flush_async(false);
 		writer_wake_consumers();
-		if (pg_atomic_read_u32(&BatpakCtl->state) == BATPAK_STATE_READY)
-			writer_write_control(false);
+		writer_write_control(false);
 		if (W.unsynced)
 		{
 			timeout = batpak_flush_delay_ms;
 			events |= WL_TIMEOUT;
 		}
-		if (BatpakCtl->synced_segno != W.control_segno ||
-			BatpakCtl->synced_off != W.control_off)
+		if (writer_control_behind() &&
+			pg_atomic_read_u32(&BatpakCtl->state) == BATPAK_STATE_READY)
 		{
 			/* come back to record the sync point (writer_write_control) */
 			timeout = timeout < 0 ? BATPAK_CONTROL_INTERVAL_MS : Min(timeout, BATPAK_CONTROL_INTERVAL_MS);

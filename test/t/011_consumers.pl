@@ -34,13 +34,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
 
-# Debian's python3-psycopg is for the system python3, which may not be the
-# first python3 on PATH.
-my ($python) = grep {
-	system("$_ -c 'import psycopg' >/dev/null 2>&1") == 0
-} ('/usr/bin/python3', 'python3');
-die "no python3 with psycopg 3: install the Debian package python3-psycopg (make deps)\n"
-  unless defined $python;
+my $python = python_with_psycopg();
 
 my $node = new_batpak_node('consumers', "batpak.writer_timeout = '5s'\n");
 my $tmp  = PostgreSQL::Test::Utils::tempdir;

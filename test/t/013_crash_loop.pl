@@ -34,11 +34,7 @@ my $seed    = $ENV{CRASH_SEED} // (time() ^ $$);
 note "crash loop: $rounds rounds, seed $seed (CRASH_SEED=$seed replays it)";
 srand($seed);
 
-my ($python) = grep {
-	system($_, '-c', 'import psycopg') == 0
-} ('/usr/bin/python3', 'python3');
-die "no python3 with psycopg 3: install the Debian package python3-psycopg (make deps)\n"
-  unless defined $python;
+my $python = python_with_psycopg();
 my $driver = "$FindBin::RealBin/crashload.py";
 
 my $node = new_batpak_node('crashloop',

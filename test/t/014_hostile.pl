@@ -24,11 +24,7 @@ my $calls = $ENV{HOSTILE_CALLS} // 10000;
 my $seed  = $ENV{HOSTILE_SEED} // (time() ^ $$);
 note "hostile input: $calls calls, seed $seed (HOSTILE_SEED=$seed replays it)";
 
-my ($python) = grep {
-	system("$_ -c 'import psycopg' >/dev/null 2>&1") == 0
-} ('/usr/bin/python3', 'python3');
-die "no python3 with psycopg 3: install the Debian package python3-psycopg (make deps)\n"
-  unless defined $python;
+my $python = python_with_psycopg();
 
 my $node = new_batpak_node('hostile', "restart_after_crash = off\n");
 $node->safe_psql('postgres', q{

@@ -26,7 +26,7 @@ our @EXPORT = qw(
   segment_dir segment_files parse_segment crc32c flip_byte truncate_file
   patch_file read_bytes set_control_point
   crash_node child_pids wait_pids_gone proc_state deadline_loop
-  harness_running
+  harness_running python_with_psycopg
 );
 
 # PostgreSQL::Test::Cluster->init runs "$PG_REGRESS --config-auth"; the
@@ -379,6 +379,18 @@ sub truncate_file
 	truncate($path, $size) or croak "cannot truncate $path to $size: $!";
 	croak "$path is not $size bytes after truncate" unless -s $path == $size;
 	return;
+}
+
+# The python3 that has psycopg 3 (Debian's python3-psycopg belongs to the
+# system python3, which may not be the first python3 on PATH); dies without.
+sub python_with_psycopg
+{
+	my ($python) = grep {
+		system("$_ -c 'import psycopg' >/dev/null 2>&1") == 0
+	} ('/usr/bin/python3', 'python3');
+	die "no python3 with psycopg 3: install the Debian package python3-psycopg (make deps)\n"
+	  unless defined $python;
+	return $python;
 }
 
 # Run $cond->() until it returns true or $seconds pass; returns its last
