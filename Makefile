@@ -7,7 +7,7 @@
 #   make install  install into the PostgreSQL given by PG_CONFIG
 #   make test     deps + build + install + every test suite, with a summary
 #   make demo     deps + build + install + a running demo cluster in ./demo_cluster
-#   make bench    deps + build + install + test/bench/run.sh (BENCH_SCALE=...)
+#   make bench    deps (+ PgQ) + build + install + test/bench/run.sh (BENCH_SCALE=...)
 #   make test-crash   the crash loop (test/t/013) with CRASH_ROUNDS (default 50) rounds
 #   make test-long    1,000,000 appends in one session (015) and 100,000 hostile calls (014)
 #
@@ -158,8 +158,12 @@ demo:
 demo-stop:
 	@PG_CONFIG='$(PG_CONFIG)' $(SETUP)/demo.sh stop
 
+# The benchmark's baselines: PgQ from Debian; Message DB comes from the npm
+# registry at bench time (npm pack, or curl when npm is missing).
+BENCH_PACKAGES = postgresql-15-pgq3 curl ca-certificates
+
 bench:
-	@$(SETUP)/deps.sh
+	@BATPAK_EXTRA_PACKAGES='$(BENCH_PACKAGES)' $(SETUP)/deps.sh
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory install-ext
 	@PGBIN="$$('$(PG_CONFIG)' --bindir)" $(if $(BENCH_SCALE),BENCH_SCALE='$(BENCH_SCALE)') \

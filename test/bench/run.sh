@@ -1,37 +1,50 @@
 #!/usr/bin/env bash
 #
-# test/bench/run.sh — batpak benchmark against a plain PostgreSQL table
+# test/bench/run.sh — batpak against the event stores PostgreSQL users pick
 #
 # Creates a throwaway cluster in a temporary directory with batpak preloaded,
-# measures the workloads below side by side in one run (each the median of
-# three short runs, with the min–max spread), prints one Markdown table and
-# writes it to test/bench/results.md.  The cluster is stopped and the
-# directory removed on exit, whatever happens.
+# installs the baselines into it, measures every workload side by side in
+# one run (each cell the median of three short runs, with the min–max
+# spread), prints one Markdown table and writes it to test/bench/results.md.
+# The cluster is stopped and the directory removed on exit, whatever happens.
 #
-#   1. fdatasync floor of the disk (pg_test_fsync, "one 8kB write" section)
-#   2. plain-table inserts (events table with uuid pk and unique (stream,
-#      version)), 1 and 32 clients, and 1,000-row INSERT ... SELECT
-#   3. batpak.append, 1 client (latency avg/p50/p99) and 32 clients, in
-#      immediate mode (batpak.transactional = off); transactional appends
-#      (autocommit, and BEGIN; append; COMMIT) at 1 and 32 clients, and at
-#      32 clients while another transaction holds a pending event open
-#      (alternating runs with and without it)
-#      three gates written in SQL, 32 clients, runs alternating with none
-#   4. batpak.append_batch of 1,000 events
-#   5. reads after a bulk load: read_all and read_stream of a 200k-event
-#      entity, against count(*) on the plain table
-#   6. start-up: restart with the loaded store, seconds until batpak.stats
-#      says 'ready'
-#   7. index memory per event (batpak.stats)
-#   8. consumers: cursor_read in batches of 1,000 over the loaded store,
-#      against keyset pages of 1,000 of the plain table; append → NOTIFY
-#      latency with 10 LISTEN clients and append → cursor_wait latency
-#      (test/bench/consumers.py, Debian's python3-psycopg), against INSERT +
-#      pg_notify in one transaction
+# Baselines, all in the same cluster, installed here at bench time:
+#   plain     a plain table events(id uuid primary key, stream text, version
+#             bigint, type text, data jsonb, unique (stream, version)), INSERT
+#   Message DB  @eventide/message-db from the npm registry (npm pack, or the
+#             registry's tarball with curl), installed by its own
+#             database/install.sh into database message_store:
+#             write_message, get_stream_messages, get_category_messages
+#   PgQ       Debian's postgresql-15-pgq3 (make bench installs it):
+#             insert_event, next_batch / get_batch_events / finish_batch
+#   the disk's fdatasync floor (pg_test_fsync), the physical limit
+# A baseline that cannot be installed gets n/a cells with the reason.
+#
+# Sections, in the order they run (BENCH_ONLY names them):
+#   fsync            fdatasync floor
+#   load             the data the read sections need: 100 events in each of
+#                    1,000 streams, then the bulk load up to 1,000,000 events
+#                    (batpak, plain), Message DB and PgQ data for the category
+#                    reads and consumers; with "startup" wanted, batpak's
+#                    start-up is measured at 100k, 1M and (BENCH_SCALE >= 10)
+#                    10M events as the store grows, and the index memory
+#   reads            count(*) of read_all and of a 200k-event read_stream
+#   stream-reads     random whole streams of 100 events
+#   page-reads       random pages of 1,000 in global / category order
+#   consumers        cursor_read vs keyset pages with a position table vs a
+#                    Message DB consumer vs PgQ batches
+#   consumer-latency append → NOTIFY (10 listeners) and → cursor_wait
+#   writes           single-event appends at 1, 8, 32 and 64 clients, with
+#                    p50/p99 latency (batpak immediate and transactional)
+#   tx-writes        one and ten events per transaction; a pending
+#                    transaction held open
+#   batches          1,000 events per statement
+#   gates            three SQL gates against none
 #
 # Environment:
-#   BENCH_SCALE   multiplies run lengths and data volume (default 1: 5 s
-#                 pgbench runs, 1,000,000 loaded events; 0.1 for a smoke run)
+#   BENCH_SCALE   multiplies run lengths and data volume (default 1: 3 s
+#                 pgbench runs (2 s in the client sweep), 1,000,000 loaded
+#                 events; 0.1 for a smoke run, 10 adds the 10M start-up)
 #   PGBIN         PostgreSQL 15 binaries (default /usr/lib/postgresql/15/bin)
 #   BENCH_TMPDIR  where the temporary cluster goes (default $TMPDIR or /tmp);
 #                 it must be on the disk you want to measure, not tmpfs
@@ -40,12 +53,13 @@
 #   BENCH_BASELINE_ONLY=1  skip the batpak workloads (checks the machine and
 #                 the harness without the extension; batpak cells say n/a)
 #   BENCH_ONLY    comma-separated sections to run, the others are skipped
-#                 (e.g. BENCH_ONLY=baseline-consumers,consumer-reads,consumer-latency);
-#                 sections that need the loaded data load it themselves.
-#                 The table goes to stdout and to BENCH_RESULTS if set, not
-#                 to test/bench/results.md
+#                 (e.g. BENCH_ONLY=load,consumers).  The table goes to
+#                 stdout and to BENCH_RESULTS if set, not to
+#                 test/bench/results.md
 #   BENCH_PYTHON  a Python 3 with psycopg 3 for consumers.py (default: the
 #                 first of /usr/bin/python3 and python3 that imports psycopg)
+#   BENCH_MDB_TARBALL  a local @eventide/message-db tarball instead of the
+#                 registry's
 #
 # Run as root, the server runs as the "postgres" OS user (initdb refuses
 # root); the clients connect over the Unix socket in the temporary directory.
@@ -61,6 +75,9 @@ ONLY=${BENCH_ONLY:-}
 [[ -z $ONLY || -n ${BENCH_RESULTS:-} ]] || RESULTS=
 RUNS=3
 T_BEGIN=$SECONDS
+MDB_VERSION=1.3.1
+# batpak's immediate mode (visible when durable), as the foundation measured
+IMMEDIATE='-c batpak.transactional=off'
 
 # The ~200-byte JSON payload of every event and row.
 PAYLOAD='{"order_id": 1234567, "customer": "c-000042", "currency": "EUR", "total_cents": 129900, "items": [{"sku": "SKU-000123", "qty": 2, "price_cents": 49950}, {"sku": "SKU-000456", "qty": 1, "price_cents": 30000}]}'
@@ -97,13 +114,29 @@ grp() {
 if ! [[ $BENCH_SCALE =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)$ ]] || ! awk -v s="$BENCH_SCALE" 'BEGIN { exit !(s > 0) }'; then
 	die "BENCH_SCALE must be a positive number, got '$BENCH_SCALE'"
 fi
-DUR=$(awk -v s="$BENCH_SCALE" 'BEGIN { d = int(5 * s + 0.5); print (d < 1 ? 1 : d) }')
-NLOAD=$(awk -v s="$BENCH_SCALE" 'BEGIN { n = int(1000000 * s / 10000 + 0.5) * 10000; print (n < 10000 ? 10000 : n) }')
-NHOT=$(( NLOAD / 5 / 10000 * 10000 )); (( NHOT >= 10000 )) || NHOT=10000
+DUR=$(awk -v s="$BENCH_SCALE" 'BEGIN { d = int(3 * s + 0.5); print (d < 1 ? 1 : d) }')
+# the client sweep runs SWEEP_DUR seconds plus one per 32 clients (pgbench
+# counts the clients' connection time, ~15 ms each, into -T)
+SWEEP_DUR=$(awk -v s="$BENCH_SCALE" 'BEGIN { d = int(1 * s + 0.5); print (d < 1 ? 1 : d) }')
+SWEEP_CLIENTS="1 8 32 64"
+NLOAD=$(awk -v s="$BENCH_SCALE" 'BEGIN { n = int(1000000 * s / 100000 + 0.5) * 100000; print (n < 100000 ? 100000 : n) }')
 LOAD_BATCH=10000
-# consumers: pages of 1,000 read per run, appends per latency run
+# streams of 100 events for the stream reads: 1,000 of them (100,000
+# events), fewer below BENCH_SCALE=1; they are the first events loaded
+NSR=$(( NLOAD >= 1000000 ? 1000 : NLOAD / 1000 ))
+NSR_EV=$(( NSR * 100 ))
+# the bulk load fills the rest up to NLOAD: one hot entity of a fifth of
+# NLOAD, the others spread over 1,000 entities
+NHOT=$(( NLOAD / 5 / 10000 * 10000 )); (( NHOT >= 10000 )) || NHOT=10000
+# Message DB and PgQ consumers read a fifth of the volume (their per-page
+# cost does not grow with the table; a smaller table favours them if at all)
+NCONS=$(( NLOAD / 5 / 1000 * 1000 ))
 NPAGES=$(( NLOAD / 1000 ))
-NAPPENDS=$(awk -v s="$BENCH_SCALE" 'BEGIN { n = int(500 * s + 0.5); print (n < 100 ? 100 : n) }')
+NAPPENDS=$(awk -v s="$BENCH_SCALE" 'BEGIN { n = int(300 * s + 0.5); print (n < 100 ? 100 : n) }')
+# start-up is measured when the store holds each of these sizes
+STARTUP_AT="$NSR_EV"
+for s in 1000000 10000000; do (( s > NSR_EV && s <= NLOAD )) && STARTUP_AT="$STARTUP_AT $s"; done
+[[ " $STARTUP_AT " == *" $NLOAD "* ]] || STARTUP_AT="$STARTUP_AT $NLOAD"
 
 # ------------------------------------------------------------------ checks
 
@@ -120,8 +153,11 @@ if [[ $BASELINE_ONLY != 1 ]]; then
 	[[ -f $lib_dir/batpak.so ]] \
 		|| die "the batpak library is not installed ($lib_dir/batpak.so is missing); run 'make install' first (or 'make bench')"
 fi
-for f in baseline_insert.sql baseline_batch.sql batpak_append.sql batpak_append_tx.sql batpak_batch.sql batpak_batch_build.sql \
-	baseline_page.sql baseline_page_ro.sql batpak_cursor_read.sql; do
+for f in baseline_insert.sql baseline_batch.sql baseline_page.sql baseline_page_random.sql baseline_stream100.sql \
+	batpak_append.sql batpak_append_tx.sql batpak_batch.sql batpak_batch10.sql batpak_batch_build.sql \
+	batpak_cursor_read.sql batpak_page.sql batpak_stream100.sql \
+	mdb_write.sql mdb_batch.sql mdb_stream100.sql mdb_page.sql mdb_consume.sql \
+	pgq_insert.sql pgq_batch.sql pgq_consume.sql; do
 	[[ -r $HERE/$f ]] || die "pgbench script $HERE/$f is missing"
 done
 [[ -r $HERE/consumers.py ]] || die "$HERE/consumers.py is missing"
@@ -262,7 +298,8 @@ wanted() { [[ -z $ONLY || ",$ONLY," == *",$1,"* ]]; }
 # Run a section in a subshell with errexit on; record failures as n/a.
 section() {
 	local name=$1; shift
-	if [[ $name != machine ]] && ! wanted "$name"; then
+	# the load runs whenever a section needs its data (see needs_data)
+	if [[ $name != machine && $name != load ]] && ! wanted "$name"; then
 		say "== $name: skipped (BENCH_ONLY=$ONLY)"
 		return 0
 	fi
@@ -284,11 +321,12 @@ section() {
 # writes "tps latency_avg_ms" or fails.
 pgb() {
 	local tag=$1 clients=$2 jobs=$3 script=$4; shift 4
-	local out=$WORK/pgbench-$tag.out tps lat failed
-	local len=(-T "$DUR")
+	local out=$WORK/pgbench-$tag.out tps lat failed file=$script
+	[[ $file == /* ]] || file=$HERE/$script
+	local len=(-T "${PGB_DUR:-$DUR}")
 	[[ -z ${PGB_TX:-} ]] || len=(-t "$PGB_TX")
-	if ! timeout $(( DUR + 120 )) "$PGBIN/pgbench" -n -M prepared -c "$clients" -j "$jobs" "${len[@]}" \
-		-D "payload=$PAYLOAD" -f "$HERE/$script" "$@" >"$out" 2>&1; then
+	if ! timeout $(( ${PGB_DUR:-$DUR} + 120 )) "$PGBIN/pgbench" -n -M prepared -c "$clients" -j "$jobs" "${len[@]}" \
+		-D "payload=$PAYLOAD" -f "$file" "$@" >"$out" 2>&1; then
 		echo "pgbench $tag failed:" >&2
 		tail -n 5 "$out" >&2
 		return 1
@@ -323,48 +361,97 @@ writer_counters() {
 	q "SELECT events_written || ' ' || fsyncs || ' ' || groups FROM batpak.stats" 2>/dev/null || true
 }
 
-# bench_tps KEY CLIENTS JOBS SCRIPT UNITS_PER_TX [latency]
-# One warm-up second, then $RUNS runs; stores KEY.tps (units/s) and KEY.lat*
-bench_tps() {
-	local key=$1 clients=$2 jobs=$3 script=$4 units=$5 want_lat=${6:-}
-	local i r tps lat rates=() lats=() p50s=() p99s=() res c0 c1 e0 e1 f0 f1 g0 g1
-	QTIMEOUT=120 q "CHECKPOINT" >/dev/null
-	timeout 60 "$PGBIN/pgbench" -n -M prepared -c "$clients" -j "$jobs" -T 1 \
-		-D "payload=$PAYLOAD" -f "$HERE/$script" >"$WORK/pgbench-$key-warmup.out" 2>&1 \
-		|| { tail -n 5 "$WORK/pgbench-$key-warmup.out" >&2; return 1; }
-	c0=$(writer_counters)
-	for i in $(seq 1 "$RUNS"); do
-		if [[ -n $want_lat ]]; then
-			r=$(pgb "$key-$i" "$clients" "$jobs" "$script" --log --log-prefix="$WORK/lat-$key-$i")
-			res=$(log_latency "$WORK/lat-$key-$i")
-			read -r lat p50 p99 _ <<<"$res"
-			lats+=("$lat"); p50s+=("$p50"); p99s+=("$p99")
-		else
-			r=$(pgb "$key-$i" "$clients" "$jobs" "$script")
-			read -r _ lat <<<"$r"
-			lats+=("$lat")
-		fi
-		read -r tps _ <<<"$r"
-		rates+=("$(calc 't * u' -v t="$tps" -v u="$units")")
-		say "   $key run $i: $(grp "${rates[-1]}") /s, latency avg $(printf '%.3f' "${lats[-1]}") ms"
+# sys_do SYS CMD...: CMD with the database and session options of system
+# SYS: bp is batpak in immediate mode (batpak.transactional = off, visible
+# when durable), bptx batpak with the default transactional mode, plain the
+# plain table, mdb Message DB (its own database, search_path as Eventide's
+# clients set it), pgq PgQ.
+sys_do() {
+	local sys=$1; shift
+	case $sys in
+		bp) PGDATABASE=postgres PGOPTIONS=$IMMEDIATE "$@" ;;
+		mdb) PGDATABASE=message_store PGOPTIONS='-c search_path=message_store,public' "$@" ;;
+		*) PGDATABASE=postgres PGOPTIONS='' "$@" ;;
+	esac
+}
+
+# has SYS: is SYS installed and measured in this run?  (Set up in
+# setup_cluster; the reason for a missing one is in SYS.why.)
+has() {
+	case $1 in
+		bp*) [[ $BASELINE_ONLY != 1 ]] ;;
+		mdb | pgq) [[ $(get "$1.ok") == 1 ]] ;;
+		*) true ;;
+	esac
+}
+
+# compare KEY CLIENTS UNITS [--latency] SYS:SCRIPT... [-- PGBENCH ARGS]
+# The same workload on several systems: one unmeasured second of each, then
+# $RUNS rounds in which each system runs once, so that drift in the machine
+# favours none.  Stores KEY.SYS.rate (UNITS per transaction, per second) and
+# KEY.SYS.lat (average ms); with --latency also KEY.SYS.p50 and .p99 from
+# pgbench --log (every transaction); for batpak the events per writer
+# fdatasync as KEY.SYS.per_fsync.
+compare() {
+	local key=$1 clients=$2 units=$3; shift 3
+	local want_lat="" specs=() extra=() active=() s sys script jobs=1 i r tps lat p50 p99 rest c0 c1
+	local -A v_rate=() v_lat=() v_p50=() v_p99=() ev=() fs=()
+	if [[ ${1:-} == --latency ]]; then want_lat=1; shift; fi
+	while (( $# > 0 )); do
+		if [[ $1 == -- ]]; then shift; extra=("$@"); break; fi
+		specs+=("$1"); shift
 	done
-	put_stats "$key.rate" "${rates[@]}"
-	put_stats "$key.lat" "${lats[@]}"
-	c1=$(writer_counters)
-	if [[ -n $c0 && -n $c1 ]]; then
-		# events per fdatasync and per group over the measured runs
-		read -r e0 f0 g0 <<<"$c0"
-		read -r e1 f1 g1 <<<"$c1"
-		if (( f1 > f0 && g1 > g0 )); then
-			put "$key.per_fsync" "$(calc '(e1 - e0) / (f1 - f0)' -v e0="$e0" -v e1="$e1" -v f0="$f0" -v f1="$f1")"
-			put "$key.per_group" "$(calc '(e1 - e0) / (g1 - g0)' -v e0="$e0" -v e1="$e1" -v g0="$g0" -v g1="$g1")"
-			say "   $key: $(get "$key.per_fsync") events per fdatasync, $(get "$key.per_group") per group"
+	(( clients > 1 )) && jobs=2
+	for s in "${specs[@]}"; do
+		sys=${s%%:*}
+		if has "$sys"; then active+=("$s"); else put "$key.$sys.why" "$(get "$sys.why")"; fi
+	done
+	QTIMEOUT=120 q "CHECKPOINT" >/dev/null
+	for s in "${active[@]}"; do
+		PGB_DUR=$(( 1 + clients / 32 )) sys_do "${s%%:*}" pgb "$key-${s%%:*}-warmup" "$clients" "$jobs" "${s#*:}" "${extra[@]}" >/dev/null
+	done
+	for i in $(seq 1 "$RUNS"); do
+		for s in "${active[@]}"; do
+			sys=${s%%:*}; script=${s#*:}
+			c0=""; if [[ $sys == bp* ]]; then c0=$(writer_counters); fi
+			if [[ -n $want_lat ]]; then
+				r=$(sys_do "$sys" pgb "$key-$sys-$i" "$clients" "$jobs" "$script" "${extra[@]}" \
+					--log --log-prefix="$WORK/lat-$key-$sys-$i")
+				read -r lat p50 p99 _ <<<"$(log_latency "$WORK/lat-$key-$sys-$i")"
+				rm -f "$WORK/lat-$key-$sys-$i".*
+				v_p50[$sys]+=" $p50"; v_p99[$sys]+=" $p99"
+			else
+				r=$(sys_do "$sys" pgb "$key-$sys-$i" "$clients" "$jobs" "$script" "${extra[@]}")
+				read -r _ lat <<<"$r"
+			fi
+			read -r tps _ <<<"$r"
+			rest="$(grp "$(calc 't * u' -v t="$tps" -v u="$units")") /s, latency avg $(printf '%.3f' "$lat") ms"
+			v_rate[$sys]+=" $(calc 't * u' -v t="$tps" -v u="$units")"; v_lat[$sys]+=" $lat"
+			if [[ -n $c0 ]]; then
+				c1=$(writer_counters)
+				# "events_written fsyncs groups" before and after the run
+				ev[$sys]=$(( ${ev[$sys]:-0} + $(cut -d' ' -f1 <<<"$c1") - $(cut -d' ' -f1 <<<"$c0") ))
+				fs[$sys]=$(( ${fs[$sys]:-0} + $(cut -d' ' -f2 <<<"$c1") - $(cut -d' ' -f2 <<<"$c0") ))
+			fi
+			say "   $key $sys run $i: $rest${want_lat:+, p50 $(printf '%.3f' "$p50"), p99 $(printf '%.3f' "$p99") ms}"
+		done
+	done
+	for s in "${active[@]}"; do
+		sys=${s%%:*}
+		# shellcheck disable=SC2086 # the lists are space-separated numbers
+		put_stats "$key.$sys.rate" ${v_rate[$sys]}
+		# shellcheck disable=SC2086
+		put_stats "$key.$sys.lat" ${v_lat[$sys]}
+		if [[ -n $want_lat ]]; then
+			# shellcheck disable=SC2086
+			put_stats "$key.$sys.p50" ${v_p50[$sys]}
+			# shellcheck disable=SC2086
+			put_stats "$key.$sys.p99" ${v_p99[$sys]}
 		fi
-	fi
-	if [[ -n $want_lat ]]; then
-		put_stats "$key.p50" "${p50s[@]}"
-		put_stats "$key.p99" "${p99s[@]}"
-	fi
+		if (( ${fs[$sys]:-0} > 0 )); then
+			put "$key.$sys.per_fsync" "$(calc 'e / f' -v e="${ev[$sys]}" -v f="${fs[$sys]}")"
+		fi
+	done
 }
 
 # Time one statement with psql's \timing; prints "ms first_result_value".
@@ -409,15 +496,15 @@ sec_machine() {
 	put machine.fs "$(df -PT "$WORK" | awk 'NR == 2 { print $2 " (" $1 ")" }')"
 }
 
-# fdatasync floor: pg_test_fsync -s 2, "fdatasync" line of the "one 8kB
+# fdatasync floor: pg_test_fsync -s 1, "fdatasync" line of the "one 8kB
 # write" section.  The later sections (two writes, open_sync sizes, ...) are
 # not needed, so the run is interrupted (SIGINT: it removes its file) as soon
-# as that line is out; that keeps each run at ~5 s instead of ~40 s.
+# as that line is out; that keeps each run at ~3 s instead of ~20 s.
 fsync_once() {
 	local out=$WORK/fsync-$1.out deadline line
 	local buf=()
 	command -v stdbuf >/dev/null && buf=(stdbuf -oL)
-	"${buf[@]}" "$PGBIN/pg_test_fsync" -s 2 -f "$WORK/fsync.testfile" >"$out" 2>&1 &
+	"${buf[@]}" "$PGBIN/pg_test_fsync" -s 1 -f "$WORK/fsync.testfile" >"$out" 2>&1 &
 	FSYNC_PID=$!
 	deadline=$(( SECONDS + 90 ))
 	line=
@@ -490,278 +577,324 @@ setup_cluster() {
 		put stats.columns "$(q "SELECT string_agg(attname, ', ' ORDER BY attnum) FROM pg_attribute
 		                        WHERE attrelid = 'batpak.stats'::regclass AND attnum > 0 AND NOT attisdropped")"
 	fi
+	local why
+	if why=$(install_mdb 2>&1); then
+		put mdb.ok 1
+		say "Message DB $(get mdb.version) installed (database message_store)"
+	else
+		put mdb.why "Message DB not installed: $(tail -n 1 <<<"$why")"
+		say "$(get mdb.why)"
+	fi
+	if why=$(install_pgq 2>&1); then
+		put pgq.ok 1
+		say "PgQ $(get pgq.version) installed"
+	else
+		put pgq.why "PgQ not installed: $(tail -n 1 <<<"$why")"
+		say "$(get pgq.why)"
+	fi
 }
 
-sec_baseline_writes() {
-	bench_tps base1 1 1 baseline_insert.sql 1 latency
-	bench_tps base32 32 2 baseline_insert.sql 1
-	bench_tps basebatch 1 1 baseline_batch.sql 1000
-	bench_tps basebatch4 4 2 baseline_batch.sql 1000
+# Message DB from the npm registry, installed by its own install.sh into
+# its own database (message_store), as its README says.  Nothing of it is
+# kept in this repository.
+install_mdb() {
+	local dir=$WORK/mdb tgz=$WORK/mdb/message-db.tgz
+	mkdir -p "$dir"
+	if [[ -n ${BENCH_MDB_TARBALL:-} ]]; then
+		cp "$BENCH_MDB_TARBALL" "$tgz"
+	elif command -v npm >/dev/null 2>&1 \
+		&& (cd "$dir" && timeout 120 npm pack --silent "@eventide/message-db@$MDB_VERSION" >npm.log 2>&1) \
+		&& ls "$dir"/eventide-message-db-*.tgz >/dev/null 2>&1; then
+		mv "$dir"/eventide-message-db-*.tgz "$tgz"
+	elif command -v curl >/dev/null 2>&1 \
+		&& timeout 120 curl -fsSL -o "$tgz" "https://registry.npmjs.org/@eventide/message-db/-/message-db-$MDB_VERSION.tgz"; then
+		:
+	else
+		echo "could not fetch @eventide/message-db@$MDB_VERSION from the npm registry (npm pack and curl failed)"
+		return 1
+	fi
+	tar -xzf "$tgz" -C "$dir"
+	[[ -f $dir/package/database/install.sh ]] || { echo "the tarball has no database/install.sh"; return 1; }
+	if ! PATH=$PGBIN:$PATH DATABASE_NAME=message_store PGOPTIONS='-c client_min_messages=warning' \
+		timeout 300 bash "$dir/package/database/install.sh" >"$dir/install.log" 2>&1; then
+		tail -n 5 "$dir/install.log"
+		echo "its database/install.sh failed (see above)"
+		return 1
+	fi
+	put mdb.version "$(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' "$dir/package/package.json")"
+	sys_do mdb q "SELECT message_store.message_store_version()" >/dev/null
 }
 
-# The foundation's rows measure immediate mode (visible when durable), as
-# before transactional visibility existed; the transactional rows follow.
-IMMEDIATE='-c batpak.transactional=off'
-
-sec_batpak_writes() {
-	PGOPTIONS=$IMMEDIATE bench_tps bp1 1 1 batpak_append.sql 1 latency
-	PGOPTIONS=$IMMEDIATE bench_tps bp32 32 2 batpak_append.sql 1
-	PGOPTIONS=$IMMEDIATE bench_tps bpbatch 1 1 batpak_batch.sql 1000
-	PGOPTIONS=$IMMEDIATE bench_tps bpbatch4 4 2 batpak_batch.sql 1000
-	PGOPTIONS=$IMMEDIATE bench_tps bpbuild 1 1 batpak_batch_build.sql 1000
+# PgQ from Debian's postgresql-15-pgq3: queue bench_w takes the write
+# workloads; queue bench_c the consumers' events, ticked every 1,000 events
+# (ticker_max_count) so that a batch is 1,000 events; consumers c0 .. c3
+# (one per run) are registered before any event goes in.
+install_pgq() {
+	local sharedir
+	sharedir=$("$PGBIN/pg_config" --sharedir)
+	[[ -f $sharedir/extension/pgq.control ]] \
+		|| { echo "postgresql-15-pgq3 is not installed ($sharedir/extension/pgq.control is missing; make bench installs it)"; return 1; }
+	q "CREATE EXTENSION pgq" >/dev/null
+	put pgq.version "$(q "SELECT extversion FROM pg_extension WHERE extname = 'pgq'")"
+	q "SELECT pgq.create_queue('bench_w'); SELECT pgq.create_queue('bench_c');
+	   SELECT pgq.set_queue_config('bench_c', 'ticker_max_count', '1000');
+	   SELECT pgq.register_consumer('bench_c', 'c' || i) FROM generate_series(0, $RUNS) AS i" >/dev/null
 }
 
-# A session that appended in a transaction and stays open (pending event on
-# an entity the workload does not touch) while $@ runs.
-with_open_transaction() {
-	local holder rc
-	"$PGBIN/psql" -X -q -c "BEGIN" -c "SELECT batpak.append('held-open', 'bench', 'bench', '{}')" \
-		-c "SELECT pg_sleep(3600)" >/dev/null 2>&1 &
-	holder=$!
-	local i
-	for i in $(seq 1 200); do
-		[[ $(q "SELECT pending_transactions FROM batpak.stats") -ge 1 ]] && break
-		sleep 0.05
-	done
-	[[ $(q "SELECT pending_transactions FROM batpak.stats") -ge 1 ]] \
-		|| { kill "$holder"; echo "the open transaction never appended" >&2; return 1; }
-	set +e
-	"$@"
-	rc=$?
-	set -e
-	q "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3600)%' AND pid <> pg_backend_pid()" >/dev/null
-	wait "$holder" 2>/dev/null || true
-	return $rc
-}
+# ---------------------------------------------------------------- the data
 
-# Three gates written in SQL, all passing the workload's events: created for
-# one run and dropped for the next, alternately.
-gates_on() {
-	q "SELECT batpak.gate_create('g1_order_id', 'public.bench_gate_order_id(batpak.new_event)', kinds => ARRAY['bench']);
-	   SELECT batpak.gate_create('g2_total', 'public.bench_gate_total(batpak.new_event)', scope => 'bench');
-	   SELECT batpak.gate_create('g3_entity', 'public.bench_gate_entity(batpak.new_event)', entity_prefix => 's')" >/dev/null
-}
-gates_off() {
-	q "SELECT batpak.gate_drop('g1_order_id'); SELECT batpak.gate_drop('g2_total');
-	   SELECT batpak.gate_drop('g3_entity')" >/dev/null
-}
-
-sec_gates() {
-	q "CREATE FUNCTION public.bench_gate_order_id(e batpak.new_event) RETURNS text LANGUAGE sql AS
-	     \$\$ SELECT CASE WHEN NOT (e.payload ? 'order_id') THEN 'missing order_id' END \$\$;
-	   CREATE FUNCTION public.bench_gate_total(e batpak.new_event) RETURNS text LANGUAGE sql AS
-	     \$\$ SELECT CASE WHEN (e.payload->>'total_cents')::bigint < 0 THEN 'negative total' END \$\$;
-	   CREATE FUNCTION public.bench_gate_entity(e batpak.new_event) RETURNS text LANGUAGE sql AS
-	     \$\$ SELECT CASE WHEN e.entity !~ '^s[0-9]+\$' THEN 'unknown entity' END \$\$" >/dev/null
-	alternate bpgates0 run_no_gates bpgates3 run_three_gates "three gates"
-}
-
-run_no_gates() { PGOPTIONS=$IMMEDIATE pgb "gates0-$1" 32 2 batpak_append.sql; }
-run_three_gates() {
-	local r
-	gates_on
-	r=$(PGOPTIONS=$IMMEDIATE pgb "gates3-$1" 32 2 batpak_append.sql) || { gates_off; return 1; }
-	gates_off
-	echo "$r"
-}
-
-sec_batpak_tx_writes() {
-	bench_tps bptx1 1 1 batpak_append_tx.sql 1 latency
-	# autocommit: one statement per transaction, like the baseline's INSERT
-	bench_tps bpac32 32 2 batpak_append.sql 1
-	alternate bptx32 run_tx32 bptx32open run_tx32_open "an open transaction"
-}
-
-run_tx32() { pgb "bptx32-$1" 32 2 batpak_append_tx.sql; }
-run_tx32_open() { with_open_transaction pgb "bptx32open-$1" 32 2 batpak_append_tx.sql; }
-
-# alternate KEY_A FN_A KEY_B FN_B WHAT: $RUNS rounds of FN_A then FN_B (each
-# given the round number, each printing pgb's "tps latency"), so that drift
-# in the machine favours neither side; stores KEY_A.rate and KEY_B.rate.
-alternate() {
-	local ka=$1 fa=$2 kb=$3 fb=$4 what=$5 i r tps a=() b=()
-	QTIMEOUT=120 q "CHECKPOINT" >/dev/null
-	for i in $(seq 1 "$RUNS"); do
-		r=$("$fa" "$i")
-		read -r tps _ <<<"$r"
-		a+=("$tps")
-		r=$("$fb" "$i")
-		read -r tps _ <<<"$r"
-		b+=("$tps")
-		say "   run $i: $(grp "${a[-1]}") /s without, $(grp "${b[-1]}") /s with $what"
-	done
-	put_stats "$ka.rate" "${a[@]}"
-	put_stats "$kb.rate" "${b[@]}"
-}
-
-# Write a psql script that loads $NHOT events into one entity and the rest of
-# $NLOAD over 1,000 entities, $LOAD_BATCH per statement.  $1: batpak|baseline
+# load_sql KIND PART FROM TO: a psql script that loads events FROM .. TO-1
+# of PART (sr: the streams of 100, 'sr-0' ..; bulk: the first NHOT into
+# 'bench-hot', the others over 1,000 entities 'e0' ..), LOAD_BATCH per
+# statement.  KIND: batpak | plain
 load_sql() {
-	local kind=$1 done_n=0 ent n
+	local kind=$1 part=$2 from=$3 to=$4 a b ent
 	echo '\set ON_ERROR_STOP on'
-	while (( done_n < NLOAD )); do
-		n=$LOAD_BATCH
-		(( done_n + n > NLOAD )) && n=$(( NLOAD - done_n ))
-		if (( done_n < NHOT )); then ent="'bench-hot'"; else ent="'e' || (i % 1000)"; fi
-		if [[ $kind == batpak ]]; then
-			printf "SELECT count(*) FROM batpak.append_batch((SELECT array_agg(ROW(%s, 'bench', 'bench', \$p\$%s\$p\$::jsonb, NULL, NULL, NULL, NULL, NULL)::batpak.new_event) FROM generate_series(1, %d) AS i));\n" \
-				"$ent" "$PAYLOAD" "$n"
+	a=$from
+	while (( a < to )); do
+		b=$(( a + LOAD_BATCH ))
+		(( b > to )) && b=$to
+		if [[ $part == sr ]]; then
+			ent="'sr-' || (i % $NSR)"
+		elif (( a < NHOT )); then
+			ent="'bench-hot'"
+			(( b > NHOT )) && b=$NHOT
 		else
-			printf "INSERT INTO events (id, stream, version, type, data) SELECT gen_random_uuid(), %s, nextval('v'), 'bench', \$p\$%s\$p\$::jsonb FROM generate_series(1, %d) AS i;\n" \
-				"$ent" "$PAYLOAD" "$n"
+			ent="'e' || (i % 1000)"
 		fi
-		done_n=$(( done_n + n ))
+		if [[ $kind == batpak ]]; then
+			printf "SELECT count(*) FROM batpak.append_batch((SELECT array_agg(ROW(%s, 'bench', 'bench', \$p\$%s\$p\$::jsonb, NULL, NULL, NULL, NULL, NULL)::batpak.new_event) FROM generate_series(%d, %d) AS i));\n" \
+				"$ent" "$PAYLOAD" "$a" $(( b - 1 ))
+		else
+			printf "INSERT INTO events (id, stream, version, type, data) SELECT gen_random_uuid(), %s, nextval('v'), 'bench', \$p\$%s\$p\$::jsonb FROM generate_series(%d, %d) AS i;\n" \
+				"$ent" "$PAYLOAD" "$a" $(( b - 1 ))
+		fi
+		a=$b
 	done
 }
 
-# load KEY KIND: run the load script once, timed (rate = loaded rows/s)
-load_timed() {
-	local key=$1 kind=$2 t0 t1 secs
-	load_sql "$kind" >"$WORK/load-$kind.sql"
+# load_part KEY KIND PART FROM TO: run load_sql, adding its time to KEY.secs
+load_part() {
+	local key=$1 kind=$2 t0 t1
+	load_sql "$kind" "$3" "$4" "$5" >"$WORK/load.sql"
 	t0=$(date +%s.%N)
-	QTIMEOUT=1800 timeout 1800 "$PGBIN/psql" -X -q -A -t -f "$WORK/load-$kind.sql" >/dev/null
+	timeout 1800 "$PGBIN/psql" -X -q -A -t -f "$WORK/load.sql" >/dev/null
 	t1=$(date +%s.%N)
-	secs=$(calc 'b - a' -v a="$t0" -v b="$t1")
-	put "$key.secs" "$secs"
-	put "$key.rate" "$(calc 'n / s' -v n="$NLOAD" -v s="$secs")"
-	say "   $key: $NLOAD rows in $(printf '%.1f' "$secs") s = $(grp "$(calc 'n / s' -v n="$NLOAD" -v s="$secs")") /s"
+	put "$key.secs" "$(calc 's + b - a' -v s="$(get "$key.secs")" -v a="$t0" -v b="$t1")"
 }
 
-sec_baseline_reads() {
-	load_timed baseload baseline
-	QTIMEOUT=1800 q "VACUUM ANALYZE events" >/dev/null
-	QTIMEOUT=600 q "CHECKPOINT" >/dev/null
-	bench_count baseall "SELECT count(*) FROM events"
-	bench_count basestream "SELECT count(*) FROM events WHERE stream = 'bench-hot'"
-	put baseidx.bytes "$(q "SELECT pg_indexes_size('events')")"
-	put baseidx.rows "$(q "SELECT count(*) FROM events")"
-}
-
-sec_batpak_reads() {
-	load_timed bpload batpak
-	bench_count bpall "SELECT count(*) FROM batpak.read_all()"
-	bench_count bpstream "SELECT count(*) FROM batpak.read_stream('bench-hot')"
-	# Informational: the function scan materializes every row in a tuplestore
-	# of work_mem bytes before count(*) sees it, so the reads depend on
-	# work_mem; the goal is judged at PostgreSQL's default (4MB).
-	PGOPTIONS='-c work_mem=64MB' bench_count bpall_wm4 "SELECT count(*) FROM batpak.read_all()"
-	PGOPTIONS='-c work_mem=64MB' bench_count bpstream_wm4 "SELECT count(*) FROM batpak.read_stream('bench-hot')"
-}
-
-# Index memory from batpak.stats; $1 is a key suffix (before/after restart).
+# Index memory from batpak.stats; $1 is a key suffix (the store size).
 stats_index() {
-	local tag=$1 cols ev ib row
-	cols=$(get stats.columns)
-	row=$(q "SELECT row_to_json(s) FROM batpak.stats s")
-	put "stats.row.$tag" "$row"
-	[[ ", $cols, " == *", events, "* && ", $cols, " == *", index_bytes, "* ]] \
-		|| { na "idx.$tag" "batpak.stats has no events/index_bytes columns (has: $cols)"; return 0; }
+	local tag=$1 ev ib
+	put "stats.row.$tag" "$(q "SELECT row_to_json(s) FROM batpak.stats s")"
 	ev=$(q "SELECT events FROM batpak.stats")
 	ib=$(q "SELECT index_bytes FROM batpak.stats")
 	put "idx.$tag.events" "$ev"
 	put "idx.$tag.bytes" "$ib"
-	if [[ ", $cols, " == *", index_bytes_per_event, "* ]]; then
-		put "idx.$tag.view_bpe" "$(q "SELECT index_bytes_per_event FROM batpak.stats")"
-	fi
-	if [[ $ev =~ ^[0-9]+$ && $ev -gt 0 && $ib =~ ^[0-9]+$ ]]; then
-		put "idx.$tag.bpe" "$(calc 'b / e' -v b="$ib" -v e="$ev")"
-	else
-		na "idx.$tag" "events=$ev index_bytes=$ib"
-	fi
+	[[ $ev =~ ^[0-9]+$ && $ev -gt 0 ]] && put "idx.$tag.bpe" "$(calc 'b / e' -v b="$ib" -v e="$ev")"
+	return 0
 }
 
-# Start-up: fast shutdown, pg_ctl start -w, then poll until 'ready'.
-sec_startup() {
-	local i t0 t1 w starts=() readys=() totals=() writers=()
-	stats_index before
+# startup_at SIZE: fast shutdown, pg_ctl start -w, then poll until 'ready';
+# $RUNS times with the store at SIZE events; then its index memory.
+startup_at() {
+	local size=$1 i t0 t1 w starts=() readys=() writers=()
+	if ! wanted startup || ! has bp; then return 0; fi
+	[[ $(q "SELECT events FROM batpak.stats") == "$size" ]] \
+		|| { echo "start-up at $size: the store holds $(q "SELECT events FROM batpak.stats") events" >&2; return 1; }
 	for i in $(seq 1 "$RUNS"); do
 		stop_cluster
 		t0=$(date +%s.%N)
 		start_cluster
 		t1=$(date +%s.%N)
-		w=$(wait_ready 120)
+		w=$(wait_ready 300)
 		starts+=("$(calc 'b - a' -v a="$t0" -v b="$t1")")
 		readys+=("$w")
-		if [[ ", $(get stats.columns), " == *", ready_at, "* ]]; then
-			writers+=("$(q "SELECT extract(epoch FROM ready_at - started_at) FROM batpak.stats")")
-		fi
-		totals+=("$(calc 's + w' -v s="${starts[-1]}" -v w="$w")")
-		say "   restart $i: pg_ctl start ${starts[-1]} s, then ready after $w s"
+		writers+=("$(q "SELECT extract(epoch FROM ready_at - started_at) FROM batpak.stats")")
+		say "   $(grp "$size") events, restart $i: pg_ctl start ${starts[-1]} s, then ready after $w s"
 	done
-	put_stats startup.ready "${readys[@]}"
-	put_stats startup.pgstart "${starts[@]}"
-	put_stats startup.total "${totals[@]}"
-	[[ ${#writers[@]} -eq 0 ]] || put_stats startup.writer "${writers[@]}"
-	stats_index after
+	put_stats "startup.$size.ready" "${readys[@]}"
+	put_stats "startup.$size.pgstart" "${starts[@]}"
+	put_stats "startup.$size.writer" "${writers[@]}"
+	put startup.sizes "$(get startup.sizes) $size"
+	stats_index "$size"
+}
+
+# The data of the read and consumer sections, loaded in the order the
+# start-up measurements need: the streams of 100 first (the 100k store), then
+# the bulk load in stages up to each start-up size.  batpak and the plain
+# table get the same events (versions 1 .. NLOAD in load order); Message DB
+# gets the streams of 100 and NCONS messages of category 'load', inserted
+# into its table as write_message would store them (the write sections
+# measure write_message itself); PgQ gets NCONS events through insert_event,
+# 1,000 per statement, and a tick after each statement.
+sec_load() {
+	local size done_bulk=0 to
+	if has bp; then
+		load_part bpload batpak sr 0 "$NSR_EV"
+		startup_at "$NSR_EV"
+	fi
+	load_part baseload plain sr 0 "$NSR_EV"
+	for size in $STARTUP_AT; do
+		(( size > NSR_EV )) || continue
+		to=$(( size - NSR_EV ))
+		if has bp; then
+			load_part bpload batpak bulk "$done_bulk" "$to"
+			startup_at "$size"
+		fi
+		load_part baseload plain bulk "$done_bulk" "$to"
+		done_bulk=$to
+	done
+	if has bp; then
+		put bpload.rate "$(calc 'n / s' -v n="$NLOAD" -v s="$(get bpload.secs)")"
+		say "   batpak: $(grp "$NLOAD") events loaded at $(grp "$(get bpload.rate)") /s"
+		[[ $(q "SELECT events FROM batpak.stats") == "$NLOAD" ]] || { echo "batpak holds $(q "SELECT events FROM batpak.stats") events, not $NLOAD" >&2; return 1; }
+	fi
+	put baseload.rate "$(calc 'n / s' -v n="$NLOAD" -v s="$(get baseload.secs)")"
+	say "   plain: $(grp "$NLOAD") rows loaded at $(grp "$(get baseload.rate)") /s"
+	QTIMEOUT=1800 q "VACUUM ANALYZE events" >/dev/null
+	put baseidx.bytes "$(q "SELECT pg_indexes_size('events')")"
+	put baseidx.rows "$(q "SELECT count(*) FROM events")"
+	# keyset pages in global order need a btree on version; it exists only
+	# while the read sections run (sec_writes drops it)
+	QTIMEOUT=1800 q "CREATE INDEX events_version ON events (version)" >/dev/null
+
+	if has mdb; then
+		sys_do mdb q "INSERT INTO messages (stream_name, position, type, data)
+		                SELECT 'sr-' || (i % $NSR), i / $NSR, 'bench', \$p\$$PAYLOAD\$p\$::jsonb
+		                FROM generate_series(0, $(( NSR_EV - 1 ))) AS i" >/dev/null
+		sys_do mdb q "INSERT INTO messages (stream_name, position, type, data)
+		                SELECT 'load-' || (i % 1000), i / 1000, 'bench', \$p\$$PAYLOAD\$p\$::jsonb
+		                FROM generate_series(0, $(( NCONS - 1 ))) AS i" >/dev/null
+		QTIMEOUT=1800 sys_do mdb q "VACUUM ANALYZE messages" >/dev/null
+		put mdb.load_start "$(sys_do mdb q "SELECT min(global_position) FROM messages WHERE category(stream_name) = 'load'")"
+		put mdb.load_end "$(sys_do mdb q "SELECT max(global_position) FROM messages WHERE category(stream_name) = 'load'")"
+		say "   Message DB: $(grp "$NSR_EV") + $(grp "$NCONS") messages inserted"
+	fi
+	if has pgq; then
+		local i t0 t1 ticks
+		{
+			echo '\set ON_ERROR_STOP on'
+			for (( i = 0; i < NCONS / 1000; i++ )); do
+				printf "SELECT count(pgq.insert_event('bench_c', 'bench', \$p\$%s\$p\$)) FROM generate_series(1, 1000);\n" "$PAYLOAD"
+				echo "SELECT 'tick ' || pgq.ticker('bench_c');"
+			done
+		} >"$WORK/load-pgq.sql"
+		t0=$(date +%s.%N)
+		timeout 1800 "$PGBIN/psql" -X -q -A -t -f "$WORK/load-pgq.sql" >"$WORK/load-pgq.out"
+		t1=$(date +%s.%N)
+		ticks=$(grep -c '^tick [0-9]' "$WORK/load-pgq.out" || true)
+		[[ $ticks == $(( NCONS / 1000 )) ]] || { echo "PgQ: $ticks ticks for $(( NCONS / 1000 )) statements" >&2; return 1; }
+		put pgqload.rate "$(calc 'n / (b - a)' -v n="$NCONS" -v a="$t0" -v b="$t1")"
+		say "   PgQ: $(grp "$NCONS") events through insert_event at $(grp "$(get pgqload.rate)") /s, $ticks ticks"
+	fi
+}
+
+# Whether the data of sec_load is needed by a wanted section.
+needs_data() {
+	local s
+	for s in load reads stream-reads page-reads consumers startup; do
+		wanted "$s" && return 0
+	done
+	return 1
+}
+
+# ---------------------------------------------------------------- the reads
+
+sec_reads() {
+	if has bp; then
+		bench_count bpall "SELECT count(*) FROM batpak.read_all()"
+		bench_count bpstream "SELECT count(*) FROM batpak.read_stream('bench-hot')"
+		# Informational: the function scan materializes every row in a
+		# tuplestore of work_mem bytes before count(*) sees it, so the reads
+		# depend on work_mem; the goal is judged at PostgreSQL's default (4MB).
+		PGOPTIONS='-c work_mem=64MB' bench_count bpall_wm4 "SELECT count(*) FROM batpak.read_all()"
+		PGOPTIONS='-c work_mem=64MB' bench_count bpstream_wm4 "SELECT count(*) FROM batpak.read_stream('bench-hot')"
+	fi
+	bench_count baseall "SELECT count(*) FROM events"
+	bench_count basestream "SELECT count(*) FROM events WHERE stream = 'bench-hot'"
+}
+
+# The reads run one client and are CPU-bound and steady: runs of half DUR.
+sec_stream_reads() {
+	PGB_DUR=$(( (DUR + 1) / 2 )) compare sr 1 100 bp:batpak_stream100.sql plain:baseline_stream100.sql mdb:mdb_stream100.sql -- -D "nsr=$NSR"
+}
+
+sec_page_reads() {
+	PGB_DUR=$(( (DUR + 1) / 2 )) compare pg 1 1000 bp:batpak_page.sql plain:baseline_page_random.sql mdb:mdb_page.sql \
+		-- -D "npages=$NPAGES" -D "mpages=$(( NCONS / 1000 ))" -D "mstart=$(get mdb.load_start)"
 }
 
 # ---------------------------------------------------------------- consumers
 
-# bench_pages KEY SCRIPT RESET_SQL CHECK_SQL [pgbench args]: one unmeasured
-# run, then $RUNS runs of pgbench, 1 client, $NPAGES transactions of one
-# page of 1,000 each.  RESET_SQL puts the consumer back at the start before
-# each run; CHECK_SQL (if not empty) must then print NPAGES * 1,000, the
-# rows the run consumed.  KEY.rate is rows/s.
+# bench_pages KEY SYS SCRIPT NTX RESET CHECK WANT [pgbench args]: one
+# unmeasured run, then $RUNS runs of pgbench, 1 client, NTX transactions of
+# one page (batch) of 1,000 each.  RESET puts the consumer back at the start
+# before each run; CHECK must then print WANT.  "@RUN@" in RESET, CHECK and
+# the pgbench args is replaced by the run's number (0 for the unmeasured
+# one).  KEY.rate is events/s.
 bench_pages() {
-	local key=$1 script=$2 reset=$3 check=$4; shift 4
-	local i r tps got rates=() want=$(( NPAGES * 1000 ))
+	local key=$1 sys=$2 script=$3 ntx=$4 reset=$5 check=$6 want=$7; shift 7
+	local i r tps got rates=() args a
 	sync
 	QTIMEOUT=120 q "CHECKPOINT" >/dev/null
 	for i in $(seq 0 "$RUNS"); do
-		q "$reset" >/dev/null
-		r=$(PGB_TX=$NPAGES pgb "$key-$i" 1 1 "$script" "$@")
-		if [[ -n $check ]]; then
-			got=$(q "$check")
-			[[ $got == "$want" ]] || { echo "$key run $i: consumed $got rows, expected $want" >&2; return 1; }
-		fi
+		args=()
+		for a in "$@"; do args+=("${a//@RUN@/$i}"); done
+		sys_do "$sys" q "${reset//@RUN@/$i}" >/dev/null
+		r=$(PGB_TX=$ntx sys_do "$sys" pgb "$key-$i" 1 1 "$script" "${args[@]}")
+		got=$(sys_do "$sys" q "${check//@RUN@/$i}")
+		[[ $got == "$want" ]] || { echo "$key run $i: the check gave '$got', expected '$want'" >&2; return 1; }
 		read -r tps _ <<<"$r"
 		if (( i == 0 )); then
 			say "   $key warm-up: $(grp "$(calc 't * 1000' -v t="$tps")") /s"
 			continue
 		fi
 		rates+=("$(calc 't * 1000' -v t="$tps")")
-		say "   $key run $i: $(grp "$want") rows in pages of 1,000: $(grp "${rates[-1]}") /s"
+		say "   $key run $i: $(grp "$(( ntx * 1000 ))") events in pages of 1,000: $(grp "${rates[-1]}") /s"
 	done
-	put "$key.rows" "$want"
+	put "$key.rows" $(( ntx * 1000 ))
 	put_stats "$key.rate" "${rates[@]}"
 }
 
-# The plain table paged in global order: keyset pagination on version (the
-# global sequence) needs a btree on it, which the table of the other rows
-# does not have; it is added here, after the index size was measured, and
-# dropped again at the end.  The pages cover the bulk load (the last NLOAD
-# versions), the same events as batpak's side.
-sec_baseline_consumers() {
-	local start
-	if (( $(q "SELECT count(*) FROM events") < NLOAD )); then
-		load_timed prep.baseload baseline	# BENCH_ONLY without baseline-reads
-		QTIMEOUT=1800 q "VACUUM ANALYZE events" >/dev/null
+sec_consumers() {
+	if has bp; then
+		# cursor_read(name, 1000) from the start of the store, one call per
+		# autocommit transaction (each commits the cursor's position)
+		q "SELECT batpak.cursor_create('bench-read', start_after => 0)" >/dev/null
+		bench_pages bpcread bptx batpak_cursor_read.sql "$NPAGES" \
+			"SELECT batpak.cursor_seek('bench-read', 0)" \
+			"SELECT position FROM batpak.cursors WHERE name = 'bench-read' AND gaps = 0" "$NLOAD"
+		q "SELECT batpak.cursor_drop('bench-read')" >/dev/null
 	fi
-	QTIMEOUT=1800 q "CREATE INDEX events_version ON events (version)" >/dev/null
-	start=$(q "SELECT max(version) - $NLOAD FROM events")
+	# the plain table in version order (keyset pages through the btree on
+	# version), the position kept in a table and advanced by the same
+	# autocommit statement
 	q "CREATE TABLE bench_cursor (name text PRIMARY KEY, last bigint NOT NULL, read_at timestamptz);
-	   INSERT INTO bench_cursor VALUES ('bench-read', $start, NULL)" >/dev/null
-	bench_pages basepage baseline_page.sql \
-		"UPDATE bench_cursor SET last = $start WHERE name = 'bench-read'" \
-		"SELECT count(*) FROM events WHERE version > $start
-		    AND version <= (SELECT last FROM bench_cursor WHERE name = 'bench-read')"
-	bench_pages basepage_ro baseline_page_ro.sql "SELECT 1" "" -D "last=$start"
-	q "DROP INDEX events_version; DROP TABLE bench_cursor" >/dev/null
-}
-
-# cursor_read(name, 1000) from the start of the loaded store, one call per
-# autocommit transaction.
-sec_consumer_reads() {
-	if (( $(q "SELECT visible_sequence FROM batpak.stats") < NLOAD )); then
-		load_timed prep.bpload batpak		# BENCH_ONLY without batpak-reads
+	   INSERT INTO bench_cursor VALUES ('bench-read', 0, NULL)" >/dev/null
+	bench_pages basepage plain baseline_page.sql "$NPAGES" \
+		"UPDATE bench_cursor SET last = 0 WHERE name = 'bench-read'" \
+		"SELECT last FROM bench_cursor WHERE name = 'bench-read'" "$NLOAD"
+	q "DROP TABLE bench_cursor" >/dev/null
+	if has mdb; then
+		# pages of category 'load' from its first position; each run must
+		# record the last position as the consumer's position
+		bench_pages mdbcons mdb mdb_consume.sql $(( NCONS / 1000 )) "SELECT 1" \
+			"SELECT data->>'position' FROM messages WHERE stream_name = 'load:position-bench'
+			  ORDER BY position DESC LIMIT 1" "$(get mdb.load_end)" -D "pos=$(get mdb.load_start)" -D "position_stream=load:position-bench"
+	else
+		put mdbcons.why "$(get mdb.why)"
 	fi
-	q "SELECT batpak.cursor_create('bench-read', start_after => 0)" >/dev/null
-	bench_pages bpcread batpak_cursor_read.sql \
-		"SELECT batpak.cursor_seek('bench-read', 0)" \
-		"SELECT position FROM batpak.cursors WHERE name = 'bench-read' AND gaps = 0"
-	q "SELECT batpak.cursor_drop('bench-read')" >/dev/null
+	if has pgq; then
+		# each run is its own consumer (c1 .. c3, c0 warms up); it must end
+		# with no event pending
+		bench_pages pgqcons pgq pgq_consume.sql $(( NCONS / 1000 )) \
+			"SELECT 1" \
+			"SELECT pending_events FROM pgq.get_consumer_info('bench_c', 'c@RUN@')" 0 -D "consumer=c@RUN@"
+	else
+		put pgqcons.why "$(get pgq.why)"
+	fi
 }
-
 # consumer_run KEY RUN ARGS...: one run of consumers.py; stores its lines as
 # KEY.run.RUN.<name>
 consumer_run() {
@@ -822,8 +955,142 @@ sec_consumer_latency() {
 	done
 }
 
-# ================================================================== report
+# ------------------------------------------------------------------ writes
 
+# Single-event appends, one per transaction (autocommit), at each client
+# count: batpak in immediate and in transactional mode, the plain table,
+# Message DB's write_message and PgQ's insert_event.
+sec_writes() {
+	local c systems
+	q "DROP INDEX IF EXISTS events_version" >/dev/null
+	for c in $SWEEP_CLIENTS; do
+		systems=(bp:batpak_append.sql)
+		# batpak's transactional mode at 32 clients only (the goal of the
+		# transactional issue); its 1-client latency is in sec_tx_writes
+		(( c != 32 )) || systems+=(bptx:batpak_append.sql)
+		systems+=(plain:baseline_insert.sql mdb:mdb_write.sql pgq:pgq_insert.sql)
+		PGB_DUR=$(( SWEEP_DUR + c / 32 )) compare "w$c" "$c" 1 --latency "${systems[@]}"
+	done
+}
+
+# tx10 SCRIPT: a pgbench script in $WORK running SCRIPT's statement ten
+# times in one transaction, all ten to the stream its \set line picks.  One
+# stream per transaction, as a command writes its events to one aggregate:
+# batpak locks an entity with pending events until its transaction ends,
+# like a row lock, so transactions writing to several random entities each
+# deadlock as often as the same UPDATEs would (PostgreSQL's deadlock
+# detector resolves them, one per deadlock_timeout).
+tx10() {
+	local out=$WORK/tx10-${1%.sql}.sql i
+	{
+		grep '^\\set' "$HERE/$1" || true
+		echo "BEGIN;"
+		for i in $(seq 1 10); do grep -v -e '^--' -e '^$' -e '^\\set' "$HERE/$1"; done
+		echo "COMMIT;"
+	} >"$out"
+	echo "$out"
+}
+
+# A session that appended in a transaction and stays open (pending event on
+# an entity the workload does not touch) while $@ runs.
+with_open_transaction() {
+	local holder rc
+	"$PGBIN/psql" -X -q -c "BEGIN" -c "SELECT batpak.append('held-open', 'bench', 'bench', '{}')" \
+		-c "SELECT pg_sleep(3600)" >/dev/null 2>&1 &
+	holder=$!
+	local i
+	for i in $(seq 1 200); do
+		[[ $(q "SELECT pending_transactions FROM batpak.stats") -ge 1 ]] && break
+		sleep 0.05
+	done
+	[[ $(q "SELECT pending_transactions FROM batpak.stats") -ge 1 ]] \
+		|| { kill "$holder"; echo "the open transaction never appended" >&2; return 1; }
+	set +e
+	"$@"
+	rc=$?
+	set -e
+	q "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3600)%' AND pid <> pg_backend_pid()" >/dev/null
+	wait "$holder" 2>/dev/null || true
+	return $rc
+}
+
+# One and ten events per transaction.  One: BEGIN; append; COMMIT at 1
+# client (latency) and at 32 (the autocommit rows of sec_writes are the
+# baselines' one-per-transaction figures), alternating with runs where
+# another transaction holds a pending event open.  Ten: ten appends /
+# inserts / write_message / insert_event in one transaction, and batpak's
+# append_batch of ten, at 32 clients.
+sec_tx_writes() {
+	if has bptx; then
+		compare tx1 1 1 --latency bptx:batpak_append_tx.sql
+		alternate bptx32 run_tx32 bptx32open run_tx32_open "an open transaction"
+	fi
+	compare tx10 32 10 "bptx:$(tx10 batpak_append.sql)" bpb:batpak_batch10.sql \
+		"plain:$(tx10 baseline_insert.sql)" "mdb:$(tx10 mdb_write.sql)" "pgq:$(tx10 pgq_insert.sql)"
+}
+
+run_tx32() { pgb "bptx32-$1" 32 2 batpak_append_tx.sql; }
+run_tx32_open() { with_open_transaction pgb "bptx32open-$1" 32 2 batpak_append_tx.sql; }
+
+# 1,000 events in one statement: append_batch (immediate mode), INSERT …
+# SELECT, 1,000 write_message and 1,000 insert_event in one statement; the
+# construction of append_batch's array alone; 4 clients for the two that
+# scale with clients.
+sec_batches() {
+	PGB_DUR=$(( (DUR + 1) / 2 )) compare b1 1 1000 bp:batpak_batch.sql plain:baseline_batch.sql mdb:mdb_batch.sql pgq:pgq_batch.sql \
+		bpbuild:batpak_batch_build.sql
+	PGB_DUR=$(( (DUR + 1) / 2 )) compare b4 4 1000 bp:batpak_batch.sql plain:baseline_batch.sql
+}
+
+# alternate KEY_A FN_A KEY_B FN_B WHAT: $RUNS rounds of FN_A then FN_B (each
+# given the round number, each printing pgb's "tps latency"), so that drift
+# in the machine favours neither side; stores KEY_A.rate and KEY_B.rate.
+alternate() {
+	local ka=$1 fa=$2 kb=$3 fb=$4 what=$5 i r tps a=() b=()
+	QTIMEOUT=120 q "CHECKPOINT" >/dev/null
+	for i in $(seq 1 "$RUNS"); do
+		r=$("$fa" "$i")
+		read -r tps _ <<<"$r"
+		a+=("$tps")
+		r=$("$fb" "$i")
+		read -r tps _ <<<"$r"
+		b+=("$tps")
+		say "   run $i: $(grp "${a[-1]}") /s without, $(grp "${b[-1]}") /s with $what"
+	done
+	put_stats "$ka.rate" "${a[@]}"
+	put_stats "$kb.rate" "${b[@]}"
+}
+
+# Three gates written in SQL, all passing the workload's events: created for
+# one run and dropped for the next, alternately.
+gates_on() {
+	q "SELECT batpak.gate_create('g1_order_id', 'public.bench_gate_order_id(batpak.new_event)', kinds => ARRAY['bench']);
+	   SELECT batpak.gate_create('g2_total', 'public.bench_gate_total(batpak.new_event)', scope => 'bench');
+	   SELECT batpak.gate_create('g3_entity', 'public.bench_gate_entity(batpak.new_event)', entity_prefix => 's')" >/dev/null
+}
+gates_off() {
+	q "SELECT batpak.gate_drop('g1_order_id'); SELECT batpak.gate_drop('g2_total');
+	   SELECT batpak.gate_drop('g3_entity')" >/dev/null
+}
+
+sec_gates() {
+	q "CREATE FUNCTION public.bench_gate_order_id(e batpak.new_event) RETURNS text LANGUAGE sql AS
+	     \$\$ SELECT CASE WHEN NOT (e.payload ? 'order_id') THEN 'missing order_id' END \$\$;
+	   CREATE FUNCTION public.bench_gate_total(e batpak.new_event) RETURNS text LANGUAGE sql AS
+	     \$\$ SELECT CASE WHEN (e.payload->>'total_cents')::bigint < 0 THEN 'negative total' END \$\$;
+	   CREATE FUNCTION public.bench_gate_entity(e batpak.new_event) RETURNS text LANGUAGE sql AS
+	     \$\$ SELECT CASE WHEN e.entity !~ '^s[0-9]+\$' THEN 'unknown entity' END \$\$" >/dev/null
+	alternate bpgates0 run_no_gates bpgates3 run_three_gates "three gates"
+}
+
+run_no_gates() { PGOPTIONS=$IMMEDIATE pgb "gates0-$1" 32 2 batpak_append.sql; }
+run_three_gates() {
+	local r
+	gates_on
+	r=$(PGOPTIONS=$IMMEDIATE pgb "gates3-$1" 32 2 batpak_append.sql) || { gates_off; return 1; }
+	gates_off
+	echo "$r"
+}
 # cell KEY UNIT DECIMALS: "median unit [min–max]" or "n/a (why)"
 cell() {
 	local k=$1 unit=$2 d=${3:-0} m lo hi why
@@ -888,151 +1155,200 @@ met() {
 	fi
 }
 
+# sc KEY [UNIT] [DECIMALS]: a system's cell: "median [min–max]", or n/a with
+# the reason (KEY's own, or the system's when it is not installed)
+sc() {
+	local k=$1 unit=${2:-/s} d=${3:-0} why
+	if [[ -z $(get "$k") ]]; then
+		why=$(get "${k%.*}.why")
+		echo "n/a${why:+ ($why)}"
+		return
+	fi
+	cell "$k" "$unit" "$d"
+}
+
+# lc KEY: sc of KEY.rate with the p50/p99 latency of KEY (and for batpak the
+# events per writer fdatasync)
+lc() {
+	local k=$1 out
+	out=$(sc "$k.rate")
+	[[ -z $(get "$k.p50") ]] || out="$out; p50 $(grp "$(get "$k.p50")" 2), p99 $(grp "$(get "$k.p99")" 2) ms"
+	[[ -z $(get "$k.per_fsync") ]] || out="$out; $(printf '%.1f' "$(get "$k.per_fsync")") per fdatasync"
+	echo "$out"
+}
+
+# rt A B: the ratio A/B or "—"
+rt() {
+	local r
+	r=$(ratio "$1" "$2")
+	echo "${r:-—}"
+}
+
+# goal_ratio A B MIN: met A/B >= MIN
+goal_ratio() {
+	local a b
+	a=$(get "$1"); b=$(get "$2")
+	if [[ -z $a || -z $b ]]; then echo n/a; return; fi
+	met "$(calc 'a / b' -v a="$a" -v b="$b")" '>=' "$3"
+}
+
+# row WORKLOAD BATPAK PLAIN MDB PGQ RATIO_PLAIN RATIO_MDB RATIO_PGQ GOAL MET
+row() {
+	local out="|" a
+	for a in "$@"; do out+=" $a |"; done
+	echo "$out"
+}
+
 report() {
-	local fs_us small="" r v
+	local small="" r v c fs_us k goal m
 	fs_us=$(get fsync.us)
-	(( NLOAD < 1000000 )) && small=" (BENCH_SCALE=$BENCH_SCALE: only $(grp "$NLOAD") events loaded, goals are stated for ≥ 1,000,000)"
+	(( NLOAD < 1000000 )) && small=" (BENCH_SCALE=$BENCH_SCALE: only $(grp "$NLOAD") events loaded; the goals are stated for ≥ 1,000,000)"
 
 	echo "# batpak benchmark"
 	echo
 	echo "Generated by \`test/bench/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'), BENCH_SCALE=$BENCH_SCALE" \
-	     "($RUNS runs of ${DUR}s per pgbench workload; cells are the median with [min–max])."
+	     "($RUNS runs of each workload, ${DUR}s per pgbench run, ${SWEEP_DUR}s in the client sweep, the systems' runs alternating;" \
+	     "cells are the median with [min–max]; ratios are batpak ÷ the baseline, of the medians)."
 	echo
 	echo "- Machine: $(get machine.cpu), $(get machine.nproc) CPUs (nproc), $(get machine.mem) RAM, $(get machine.kernel)"
 	echo "- Load average (1/5/15 min) at the start: $(get machine.load_start), at the end: $(cut -d' ' -f1-3 /proc/loadavg) (anything else running on the machine shows up in the spreads)"
-	echo "- Disk: $(get machine.fs) in the temporary directory; fdatasync floor (pg_test_fsync -s 2, one 8kB write):" \
-	     "$(cell fsync.ops ' ops/s' 0), $(cell fsync.us ' µs/op' 0)"
+	echo "- Disk: $(get machine.fs) in the temporary directory; fdatasync floor (pg_test_fsync -s 1, one 8kB write):" \
+	     "$(cell fsync.ops ' ops/s' 0), $(cell fsync.us ' µs/op' 0): the physical limit of one durable write without group commit"
 	echo "- PostgreSQL: $(get pg.version)"
 	echo "- Settings: $(get pg.settings) (fsync and synchronous_commit are on: every commit and every batpak append waits for a durable write)"
-	echo "- Payload: $(get payload.text_bytes) bytes of JSON text, $(get payload.jsonb_bytes) bytes as jsonb; 100 streams/entities for the write workloads"
-	echo "- Baseline: \`events(id uuid primary key, stream text, version bigint, type text, data jsonb, unique (stream, version))\`, version from a sequence; pgbench -M prepared, 32 clients use -j 2"
+	echo "- Payload: $(get payload.text_bytes) bytes of JSON text, $(get payload.jsonb_bytes) bytes as jsonb; the writes go to 100 streams/entities"
+	echo "- plain table: \`events(id uuid primary key, stream text, version bigint, type text, data jsonb, unique (stream, version))\`, version from a sequence, \`INSERT\`"
+	if has mdb; then
+		echo "- Message DB: @eventide/message-db $(get mdb.version) from the npm registry, installed by its own \`database/install.sh\` into database message_store of the same cluster; \`write_message\` to streams \`bench-1\` … \`bench-100\` (one category: Message DB 1.3 serializes the writers of a category with an advisory lock held to commit), \`get_stream_messages\`, \`get_category_messages\`"
+	else
+		echo "- Message DB: $(get mdb.why)"
+	fi
+	if has pgq; then
+		echo "- PgQ: extension pgq $(get pgq.version) (Debian's postgresql-15-pgq3) in the same database as batpak; \`insert_event\` into a queue without consumers; consumers use \`next_batch\` / \`get_batch_events\` / \`finish_batch\` on a queue ticked every 1,000 events"
+	else
+		echo "- PgQ: $(get pgq.why)"
+	fi
+	echo "- Data: batpak and the plain table hold $(grp "$NLOAD") events for the reads ($(grp "$NSR") streams of 100, one entity of $(grp "$NHOT"), the rest over 1,000 entities); Message DB the same $(grp "$NSR") streams of 100 and $(grp "$NCONS") messages in category \`load\`; PgQ $(grp "$NCONS") events"
+	echo "- pgbench -M prepared; -j 2 from 2 clients up; \`$IMMEDIATE\` for batpak's immediate mode (visible when durable); transactional mode (the default) pays PostgreSQL's commit too"
 	[[ $BASELINE_ONLY == 1 ]] && echo "- BENCH_BASELINE_ONLY=1: batpak was not measured"
 	echo
-	echo "| workload | batpak | baseline | ratio | goal | met? |"
-	echo "|---|---|---|---|---|---|"
+	echo "| workload | batpak | plain table | Message DB | PgQ | batpak ÷ plain | batpak ÷ Message DB | batpak ÷ PgQ | goal | met? |"
+	echo "|---|---|---|---|---|---|---|---|---|---|"
 
-	# 1-client latency
-	local bl bp
-	bp=$(cell bp1.lat ' ms' 3); bl=$(cell base1.lat ' ms' 3)
-	if [[ -n $(get bp1.lat) ]]; then
-		bp="avg $bp, p50 $(grp "$(get bp1.p50)" 3), p99 $(grp "$(get bp1.p99)" 3) ms"
-		if [[ -n $fs_us ]]; then
-			bp="$bp = $(printf '%.1f' "$(calc 'l * 1000 / f' -v l="$(get bp1.lat)" -v f="$fs_us")") fdatasyncs"
+	# single-event appends
+	for c in $SWEEP_CLIENTS; do
+		goal="—"; m="—"
+		if [[ $c == 1 ]]; then
+			goal="latency ≈ 1 fdatasync (informational)"
+			if [[ -n $(get w1.bp.p50) && -n $fs_us ]]; then
+				m="p50 = $(printf '%.1f' "$(calc 'l * 1000 / f' -v l="$(get w1.bp.p50)" -v f="$fs_us")") fdatasyncs"
+			fi
+		elif [[ $c == 32 ]]; then
+			goal="≥ 2× plain, ≥ 5× Message DB, ≥ 1× PgQ"
+			m="$(goal_ratio w32.bp.rate w32.plain.rate 2), $(goal_ratio w32.bp.rate w32.mdb.rate 5), $(goal_ratio w32.bp.rate w32.pgq.rate 1)"
 		fi
-	fi
-	if [[ -n $(get base1.lat) ]]; then
-		bl="avg $bl, p50 $(grp "$(get base1.p50)" 3), p99 $(grp "$(get base1.p99)" 3) ms"
-		if [[ -n $fs_us ]]; then
-			bl="$bl = $(printf '%.1f' "$(calc 'l * 1000 / f' -v l="$(get base1.lat)" -v f="$fs_us")") fdatasyncs"
+		row "single-event appends, $c client$( ((c > 1)) && echo s), one per transaction (autocommit); batpak in immediate mode: events/s; latency" \
+			"$(lc "w$c.bp")" "$(lc "w$c.plain")" "$(lc "w$c.mdb")" "$(lc "w$c.pgq")" \
+			"$(rt "w$c.bp.rate" "w$c.plain.rate")" "$(rt "w$c.bp.rate" "w$c.mdb.rate")" "$(rt "w$c.bp.rate" "w$c.pgq.rate")" "$goal" "$m"
+		goal="—"; m="—"
+		if [[ $c == 32 ]]; then
+			goal="≥ 1× plain"
+			m=$(goal_ratio w32.bptx.rate w32.plain.rate 1)
 		fi
-	fi
-	r=$(ratio bp1.lat base1.lat)
-	echo "| 1 client, immediate mode: latency per append / insert | $bp | $bl | ${r:-n/a} (latency, lower is better) | ≈ 1 fdatasync (informational) | — |"
+		[[ -n $(get "w$c.bptx.rate") ]] || continue
+		row "the same, batpak in transactional mode (autocommit \`SELECT batpak.append(…)\`)" \
+			"$(lc "w$c.bptx")" "(row above)" "(row above)" "(row above)" \
+			"$(rt "w$c.bptx.rate" "w$c.plain.rate")" "$(rt "w$c.bptx.rate" "w$c.mdb.rate")" "$(rt "w$c.bptx.rate" "w$c.pgq.rate")" "$goal" "$m"
+	done
 
-	r=$(ratio bp1.rate base1.rate)
-	echo "| 1 client: appends/s vs inserts/s | $(cell bp1.rate /s) | $(cell base1.rate /s) | ${r:-n/a} | — | — |"
+	# transactions
+	row "one event per transaction, 1 client: \`BEGIN; append; COMMIT\` vs the autocommit rows of 1 client" \
+		"$(lc tx1.bptx); avg $(sc tx1.bptx.lat ' ms' 3)" "$(sc w1.plain.lat ' ms' 3) avg" "$(sc w1.mdb.lat ' ms' 3) avg" "$(sc w1.pgq.lat ' ms' 3) avg" \
+		"$(rt tx1.bptx.rate w1.plain.rate)" "$(rt tx1.bptx.rate w1.mdb.rate)" "$(rt tx1.bptx.rate w1.pgq.rate)" "— (pays the batpak fdatasync and PostgreSQL's commit)" "—"
+	row "one event per transaction, 32 clients: \`BEGIN; append; COMMIT\` vs the autocommit rows of 32 clients" \
+		"$(sc bptx32.rate)" "$(sc w32.plain.rate)" "$(sc w32.mdb.rate)" "$(sc w32.pgq.rate)" \
+		"$(rt bptx32.rate w32.plain.rate)" "$(rt bptx32.rate w32.mdb.rate)" "$(rt bptx32.rate w32.pgq.rate)" "≥ 1× plain" "$(goal_ratio bptx32.rate w32.plain.rate 1)"
+	row "the same while another transaction holds a pending batpak event open (runs alternating with the row above)" \
+		"$(sc bptx32open.rate) = $(rt bptx32open.rate bptx32.rate) of the row above" "—" "—" "—" "—" "—" "—" "≥ 0.9× (at most 10% slower)" "$(goal_ratio bptx32open.rate bptx32.rate 0.9)"
+	row "ten events per transaction, 32 clients: \`BEGIN;\` 10 × append / INSERT / write_message / insert_event \`COMMIT;\` (events/s)" \
+		"$(lc tx10.bptx)" "$(lc tx10.plain)" "$(lc tx10.mdb)" "$(lc tx10.pgq)" \
+		"$(rt tx10.bptx.rate tx10.plain.rate)" "$(rt tx10.bptx.rate tx10.mdb.rate)" "$(rt tx10.bptx.rate tx10.pgq.rate)" "—" "—"
+	row "the same, batpak's ten as one \`append_batch\` of 10 (autocommit, transactional)" \
+		"$(lc tx10.bpb)" "(row above)" "(row above)" "(row above)" \
+		"$(rt tx10.bpb.rate tx10.plain.rate)" "$(rt tx10.bpb.rate tx10.mdb.rate)" "$(rt tx10.bpb.rate tx10.pgq.rate)" "—" "—"
+	row "three gates written in SQL, 32 clients, immediate mode (runs alternating with no gates)" \
+		"$(sc bpgates3.rate) = $(rt bpgates3.rate bpgates0.rate) of $(sc bpgates0.rate) without gates" "—" "—" "—" "—" "—" "—" "≥ 0.8×" "$(goal_ratio bpgates3.rate bpgates0.rate 0.8)"
 
-	r=$(ratio bp32.rate base32.rate)
-	v=$(get bp32.rate); local b32; b32=$(get base32.rate)
-	local m32="n/a"
-	[[ -n $v && -n $b32 ]] && m32=$(met "$(calc 'a / b' -v a="$v" -v b="$b32")" '>=' 2)
-	local gc=""
-	[[ -n $(get bp32.per_fsync) ]] && gc=" ($(printf '%.1f' "$(get bp32.per_fsync)") appends per writer fdatasync)"
-	echo "| 32 clients, immediate mode: appends/s vs inserts/s | $(cell bp32.rate /s)$gc | $(cell base32.rate /s) | ${r:-n/a} | ≥ 2× baseline | $m32 |"
-
-	# transactional visibility (issue 3)
-	bp=$(cell bptx1.lat ' ms' 3)
-	[[ -n $(get bptx1.lat) ]] && bp="avg $bp, p50 $(grp "$(get bptx1.p50)" 3), p99 $(grp "$(get bptx1.p99)" 3) ms"
-	r=$(ratio bptx1.rate base1.rate)
-	echo "| 1 client, transactional: BEGIN; append; COMMIT vs autocommit INSERT (latency) | $bp | $(cell base1.lat ' ms' 3) | ${r:-n/a} (rate) | — (pays the batpak fdatasync and PostgreSQL's commit) | — |"
-	r=$(ratio bpac32.rate base32.rate)
-	v=$(get bpac32.rate)
-	local mac="n/a"
-	[[ -n $v && -n $b32 ]] && mac=$(met "$(calc 'a / b' -v a="$v" -v b="$b32")" '>=' 1)
-	echo "| 32 clients, transactional, autocommit \`SELECT batpak.append(…)\` (one event per transaction) vs inserts/s | $(cell bpac32.rate /s) | $(cell base32.rate /s) | ${r:-n/a} | ≥ 1× baseline | $mac |"
-	r=$(ratio bptx32.rate base32.rate)
-	v=$(get bptx32.rate)
-	local mtx="n/a"
-	[[ -n $v && -n $b32 ]] && mtx=$(met "$(calc 'a / b' -v a="$v" -v b="$b32")" '>=' 1)
-	echo "| 32 clients, transactional: BEGIN; append; COMMIT vs inserts/s | $(cell bptx32.rate /s) | $(cell base32.rate /s) | ${r:-n/a} | ≥ 1× baseline | $mtx |"
-	r=$(ratio bptx32open.rate bptx32.rate)
-	v=$(get bptx32open.rate)
-	local mopen="n/a"
-	[[ -n $v && -n $(get bptx32.rate) ]] && mopen=$(met "$(calc 'a / b' -v a="$v" -v b="$(get bptx32.rate)")" '>=' 0.9)
-	echo "| 32 clients, transactional, while another transaction holds a pending event open (vs the row above) | $(cell bptx32open.rate /s) | $(cell bptx32.rate /s) (no open transaction) | ${r:-n/a} | ≥ 0.9× (at most 10% slower) | $mopen |"
-
-	r=$(ratio bpgates3.rate bpgates0.rate)
-	v=$(get bpgates3.rate)
-	local mg="n/a"
-	[[ -n $v && -n $(get bpgates0.rate) ]] && mg=$(met "$(calc 'a / b' -v a="$v" -v b="$(get bpgates0.rate)")" '>=' 0.8)
-	echo "| 32 clients, immediate mode, three gates written in SQL (vs no gates, alternating runs) | $(cell bpgates3.rate /s) | $(cell bpgates0.rate /s) (no gates) | ${r:-n/a} | ≥ 0.8× | $mg |"
-
-	r=$(ratio bpbatch.rate basebatch.rate)
+	# batches
 	local build=""
-	if [[ -n $(get bpbuild.rate) && -n $(get bpbatch.rate) ]]; then
+	if [[ -n $(get b1.bpbuild.rate) && -n $(get b1.bp.rate) ]]; then
 		local a b
-		a=$(get bpbuild.rate); b=$(get bpbatch.rate)
-		build=" (building the array alone: $(cell bpbuild.rate ' events/s'), i.e. $(printf '%.0f' "$(calc '100 * b / a' -v a="$a" -v b="$b")")% of the statement time"
-		if awk -v a="$a" -v b="$b" 'BEGIN { exit !(a > b) }'; then
-			build="$build; the append without it ≈ $(grp "$(calc '1 / (1 / b - 1 / a)' -v a="$a" -v b="$b")") events/s"
-		fi
-		build="$build)"
+		a=$(get b1.bpbuild.rate); b=$(get b1.bp.rate)
+		build="; building the array alone: $(cell b1.bpbuild.rate ' events/s'), $(printf '%.0f' "$(calc '100 * b / a' -v a="$a" -v b="$b")")% of the statement time"
 	fi
-	echo "| append_batch of 1,000 events (whole statement)$build | $(cell bpbatch.rate ' events/s') | $(cell basebatch.rate ' rows/s') (1,000-row INSERT … SELECT) | ${r:-n/a} | ≥ 200,000 events/s | $(met "$(get bpbatch.rate)" '>=' 200000) |"
-	r=$(ratio bpbatch4.rate basebatch4.rate)
-	echo "| append_batch of 1,000 events, 4 clients (whole statement) | $(cell bpbatch4.rate ' events/s') | $(cell basebatch4.rate ' rows/s') (1,000-row INSERT … SELECT) | ${r:-n/a} | ≥ 200,000 events/s | $(met "$(get bpbatch4.rate)" '>=' 200000) |"
+	row "1,000 events in one statement, 1 client: \`append_batch\` (immediate mode) / INSERT … SELECT / 1,000 × write_message / 1,000 × insert_event (events/s)" \
+		"$(sc b1.bp.rate)$build" "$(sc b1.plain.rate)" "$(sc b1.mdb.rate)" "$(sc b1.pgq.rate)" \
+		"$(rt b1.bp.rate b1.plain.rate)" "$(rt b1.bp.rate b1.mdb.rate)" "$(rt b1.bp.rate b1.pgq.rate)" "≥ 200,000 events/s" "$(met "$(get b1.bp.rate)" '>=' 200000)"
+	row "the same, 4 clients" "$(sc b4.bp.rate)" "$(sc b4.plain.rate)" "—" "—" "$(rt b4.bp.rate b4.plain.rate)" "—" "—" "≥ 200,000 events/s" "$(met "$(get b4.bp.rate)" '>=' 200000)"
+	row "bulk load of $(grp "$NLOAD") events, $(grp "$LOAD_BATCH") per statement, 1 run (PgQ: $(grp "$NCONS"), 1,000 per statement and a tick each)" \
+		"$(sc bpload.rate)" "$(sc baseload.rate)" "— (inserted directly)" "$(sc pgqload.rate)" \
+		"$(rt bpload.rate baseload.rate)" "—" "$(rt bpload.rate pgqload.rate)" "—" "—"
 
-	r=$(ratio bpload.rate baseload.rate)
-	echo "| bulk load of $(grp "$NLOAD") events, $(grp "$LOAD_BATCH") per statement (1 run) | $(cell bpload.rate ' events/s') | $(cell baseload.rate ' rows/s') | ${r:-n/a} | — | — |"
-
-	local wm4=""
-	[[ -n $(get bpall_wm4.rate) ]] && wm4=" (same query with work_mem=64MB: $(cell bpall_wm4.rate ' events/s'))"
-	r=$(ratio bpall.rate baseall.rate)
-	echo "| read_all: count(*) of $(num bpall.rows) events vs count(*) of $(num baseall.rows) rows$small | $(cell bpall.rate ' events/s')$wm4 | $(cell baseall.rate ' rows/s') | ${r:-n/a} | ≥ 1,000,000 events/s | $(met "$(get bpall.rate)" '>=' 1000000) |"
-
-	wm4=""
-	[[ -n $(get bpstream_wm4.rate) ]] && wm4=" (same query with work_mem=64MB: $(cell bpstream_wm4.rate ' events/s'))"
-	r=$(ratio bpstream.rate basestream.rate)
-	echo "| read_stream: count(*) of one entity with $(num bpstream.rows) events vs count(*) WHERE stream = … | $(cell bpstream.rate ' events/s')$wm4 | $(cell basestream.rate ' rows/s') | ${r:-n/a} | ≥ 1,000,000 events/s | $(met "$(get bpstream.rate)" '>=' 1000000) |"
-
-	local ev; ev=$(get idx.after.events)
-	echo "| start-up: pg_ctl start returned → stats.state = 'ready', $(num idx.after.events) events stored$small | $(cell startup.ready ' s' 2)$(wr=$(get startup.writer); [[ -z $wr ]] || printf ' (writer: started_at → ready_at %.2f s)' "$wr") | $(cell startup.pgstart ' s' 2) (pg_ctl start -w itself) | — | ≤ 3 s | $(met "$(get startup.ready)" '<=' 3) |"
-
-	local bpe bbpe
-	bpe=$(get idx.after.bpe)
-	bbpe=""
-	[[ -n $(get baseidx.bytes) && -n $(get baseidx.rows) ]] && (( $(get baseidx.rows) > 0 )) \
-		&& bbpe=$(calc 'b / n' -v b="$(get baseidx.bytes)" -v n="$(get baseidx.rows)")
-	local bcell="n/a" bpcell
-	[[ -n $bbpe ]] && bcell="$(printf '%.1f' "$bbpe") B/row (on-disk btrees: pkey + unique, $(grp "$(get baseidx.rows)") rows)"
-	if [[ -n $bpe ]]; then
-		bpcell="$(printf '%.1f' "$bpe") B/event ($(grp "$(get idx.after.bytes)") B / $(grp "$ev") events, after restart"
-		[[ -n $(get idx.before.bpe) ]] && bpcell="$bpcell; $(printf '%.1f' "$(get idx.before.bpe)") before restart"
-		bpcell="$bpcell)"
-	else
-		bpcell="n/a"
-		[[ -n $(get idx.after.why) ]] && bpcell="n/a ($(get idx.after.why))"
-	fi
-	r=""
-	[[ -n $bpe && -n $bbpe ]] && r=$(printf '%.2f×' "$(calc 'a / b' -v a="$bpe" -v b="$bbpe")")
-	echo "| index memory per event (batpak.stats) | $bpcell | $bcell | ${r:-n/a} | ≤ 64 B/event | $(met "$bpe" '<=' 64) |"
+	# reads
+	local wm=""
+	[[ -z $(get bpall_wm4.rate) ]] || wm=" (work_mem=64MB: $(cell bpall_wm4.rate /s))"
+	row "\`count(*)\` of \`read_all()\`, $(num bpall.rows) events, vs \`count(*)\` of the table$small" \
+		"$(sc bpall.rate)$wm" "$(sc baseall.rate)" "—" "—" "$(rt bpall.rate baseall.rate)" "—" "—" "≥ 1,000,000 events/s" "$(met "$(get bpall.rate)" '>=' 1000000)"
+	wm=""
+	[[ -z $(get bpstream_wm4.rate) ]] || wm=" (work_mem=64MB: $(cell bpstream_wm4.rate /s))"
+	row "\`count(*)\` of \`read_stream\` of one entity of $(num bpstream.rows) events, vs \`count(*) … WHERE stream = …\`" \
+		"$(sc bpstream.rate)$wm" "$(sc basestream.rate)" "—" "—" "$(rt bpstream.rate basestream.rate)" "—" "—" "≥ 1,000,000 events/s" "$(met "$(get bpstream.rate)" '>=' 1000000)"
+	row "stream reads: a random whole stream of 100 events, 1 client (events/s; average ms per stream)" \
+		"$(sc sr.bp.rate); $(sc sr.bp.lat ' ms' 3)" "$(sc sr.plain.rate); $(sc sr.plain.lat ' ms' 3)" "$(sc sr.mdb.rate); $(sc sr.mdb.lat ' ms' 3)" "—" \
+		"$(rt sr.bp.rate sr.plain.rate)" "$(rt sr.bp.rate sr.mdb.rate)" "—" "—" "—"
+	row "global / category reads: a random page of 1,000 (\`read_all(after, 1000)\` / keyset page on version / \`get_category_messages\`), 1 client (events/s)" \
+		"$(sc pg.bp.rate)" "$(sc pg.plain.rate)" "$(sc pg.mdb.rate)" "—" \
+		"$(rt pg.bp.rate pg.plain.rate)" "$(rt pg.bp.rate pg.mdb.rate)" "—" "—" "—"
 
 	# consumers
-	local ro=""
-	[[ -z $(get basepage_ro.rate) ]] || ro="; read-only pages with the position kept by the client, nothing to commit: $(cell basepage_ro.rate ' rows/s')"
-	r=$(ratio bpcread.rate basepage.rate)
-	echo "| consumer: \`count(*)\` of \`cursor_read(name, 1000)\`, one call per autocommit transaction (each commits the cursor's position), $(num bpcread.rows) events from the start of the store$small | $(cell bpcread.rate ' events/s') | $(cell basepage.rate ' rows/s') (keyset pages of 1,000 rows in \`version\` order through a btree on it added for this row, all columns, the position kept in a table and advanced by the same autocommit statement, \`UPDATE … FROM\` the page$ro) | ${r:-n/a} | ≥ 1,000,000 events/s | $(met "$(get bpcread.rate)" '>=' 1000000) |"
+	row "consumption from the start, pages of 1,000, each committing the consumer's position: \`cursor_read(name, 1000)\` / keyset page + position table / \`get_category_messages\` + position message / PgQ batch (events/s)" \
+		"$(sc bpcread.rate) ($(num bpcread.rows) events)" "$(sc basepage.rate) ($(num basepage.rows) rows)" "$(sc mdbcons.rate) ($(num mdbcons.rows) messages)" "$(sc pgqcons.rate) ($(num pgqcons.rows) events)" \
+		"$(rt bpcread.rate basepage.rate)" "$(rt bpcread.rate mdbcons.rate)" "$(rt bpcread.rate pgqcons.rate)" \
+		"≥ 1,000,000 events/s; ≥ 10× Message DB" "$(met "$(get bpcread.rate)" '>=' 1000000), $(goal_ratio bpcread.rate mdbcons.rate 10)"
+	local rl="—"
+	[[ -n $(get cnotify.p50) && -n $(get cnotify_base.p50) ]] && rl="p50 $(ratio cnotify.p50 cnotify_base.p50), p99 $(ratio cnotify.p99 cnotify_base.p99) (latency: lower is better)"
+	row "append → notification received, 10 LISTEN clients, transactional (autocommit append, one at a time, 1–5 ms apart; plain: INSERT + \`pg_notify\` in one statement): $(num cnotify.count) (event, listener) pairs" \
+		"$(lat_cell cnotify)" "$(lat_cell cnotify_base)" "— (no notifications: consumers poll)" "— (no notifications: consumers poll after a ticker)" \
+		"$rl" "—" "—" "p50 ≤ 2 ms, p99 ≤ 10 ms" "$(both "$(met "$(get cnotify.p50)" '<=' 2)" "$(met "$(get cnotify.p99)" '<=' 10)")"
+	row "append → \`cursor_wait\` returns, 1 waiter, transactional: $(num cwait.count) wake-ups" \
+		"$(lat_cell cwait)" "— (LISTEN, the row above)" "—" "—" "—" "—" "—" "p99 ≤ 10 ms" "$(met "$(get cwait.p99)" '<=' 10)"
+	row "the same two in immediate mode (informational)" \
+		"notification: $(lat_cell cnotify_imm); \`cursor_wait\`: $(lat_cell cwait_imm)" "—" "—" "—" "—" "—" "—" "—" "—"
 
-	local rl=""
-	[[ -n $(get cnotify.p50) && -n $(get cnotify_base.p50) ]] \
-		&& rl="p50 $(ratio cnotify.p50 cnotify_base.p50), p99 $(ratio cnotify.p99 cnotify_base.p99) (latency, lower is better)"
-	echo "| append → notification received, 10 LISTEN clients, transactional (autocommit \`SELECT batpak.append(…)\`, one at a time, 1–5 ms apart): $(num cnotify.count) (event, listener) pairs over $RUNS runs | $(lat_cell cnotify) | $(lat_cell cnotify_base) (\`INSERT\` and \`pg_notify\` in one autocommit statement) | ${rl:-n/a} | p50 ≤ 2 ms, p99 ≤ 10 ms | $(both "$(met "$(get cnotify.p50)" '<=' 2)" "$(met "$(get cnotify.p99)" '<=' 10)") |"
-	echo "| append → \`cursor_wait\` returns, 1 waiter, transactional (appends one at a time, 1–5 ms apart): $(num cwait.count) wake-ups over $RUNS runs | $(lat_cell cwait) | — (LISTEN, the row above, is plain PostgreSQL's wait) | — | p99 ≤ 10 ms | $(met "$(get cwait.p99)" '<=' 10) |"
-	echo "| the same two in immediate mode (batpak.transactional = off), informational | notification: $(lat_cell cnotify_imm); \`cursor_wait\`: $(lat_cell cwait_imm) | — | — | — | — |"
+	# start-up and memory
+	local size
+	for size in $(get startup.sizes); do
+		goal="—"; m="—"
+		if [[ $size == 1000000 ]]; then goal="≤ 3 s"; m=$(met "$(get "startup.$size.ready")" '<=' 3); fi
+		row "start-up with $(grp "$size") events stored: \`pg_ctl start\` returned → \`batpak.stats\` says ready" \
+			"$(cell "startup.$size.ready" ' s' 2) (writer: started → ready $(cell "startup.$size.writer" ' s' 2)); index $(printf '%.1f' "$(get "idx.$size.bpe")") B/event" \
+			"$(cell "startup.$size.pgstart" ' s' 2) (\`pg_ctl start -w\` itself)" "—" "—" "—" "—" "—" "$goal" "$m"
+	done
+	local bpe bbpe="" bcell="n/a"
+	bpe=$(get "idx.$NLOAD.bpe")
+	if [[ -n $(get baseidx.bytes) && $(get baseidx.rows) -gt 0 ]]; then
+		bbpe=$(calc 'b / n' -v b="$(get baseidx.bytes)" -v n="$(get baseidx.rows)")
+		bcell="$(printf '%.1f' "$bbpe") B/row (on-disk btrees: pkey + unique, $(grp "$(get baseidx.rows)") rows)"
+	fi
+	r="—"
+	[[ -n $bpe && -n $bbpe ]] && r=$(printf '%.2f×' "$(calc 'a / b' -v a="$bpe" -v b="$bbpe")")
+	row "index memory per event (\`batpak.stats\`), $(grp "$NLOAD") events, after restart" \
+		"$( [[ -n $bpe ]] && printf '%.1f B/event (%s B)' "$bpe" "$(grp "$(get "idx.$NLOAD.bytes")")" || echo n/a)" \
+		"$bcell" "—" "—" "$r" "—" "—" "≤ 64 B/event" "$(met "$bpe" '<=' 64)"
 
 	# Anything that failed or could not be measured.
 	local notes
-	notes=$(awk -F'\t' '$1 ~ /^failed\./ || $1 ~ /\.why$/ { print "- " $1 ": " $2 }' "$KV")
+	notes=$(awk -F'\t' '$1 ~ /^failed\./ || $1 ~ /\.why$/ { print "- " $1 ": " $2 }' "$KV" | sort -u)
 	if [[ -n $notes ]]; then
 		echo
 		echo "Not measured / failed:"
@@ -1042,45 +1358,37 @@ report() {
 	echo
 	echo "Notes:"
 	echo
-	echo "- Immediate mode rows (and the append_batch rows) run with batpak.transactional = off (PGOPTIONS), as the foundation measured them; the transactional rows use the default (on), where each transaction also assigns an xid, writes a small WAL record for it and pays PostgreSQL's commit."
-	echo "- Latency percentiles come from \`pgbench --log\` (every transaction of each 1-client run); the 1-client rows use -M prepared."
+	echo "- Immediate mode (batpak.transactional = off) is the foundation's mode: an append is visible when durable, like a committed row. Transactional mode (the default) also assigns an xid, writes a small WAL record and pays PostgreSQL's commit."
+	echo "- Latency percentiles come from \`pgbench --log\` (every transaction of every measured run; the cell is the median of the runs' p50 and p99)."
 	echo "- The append_batch statement builds its 1,000-element array with array_agg over generate_series and appends it; the construction is measured separately and included in the figure."
-	echo "- batpak's reads are set-returning functions: PostgreSQL's function scan puts every row in a tuplestore (in memory up to work_mem, then a temporary file) before count(*) reads it back; the work_mem=64MB figures show how much that costs when the tuplestore stays in memory longer. They are informational; the goal is judged at PostgreSQL's default work_mem (4MB)."
-	echo "- count(*) on the plain table may use a parallel seq scan or an index-only scan; batpak reads run in the backend that calls them. The reads are warm (the data was just written)."
-	echo "- Start-up is measured with the OS page cache warm (the segment files were just written)."
-	echo "- Each read series starts after an OS \`sync\` and one unmeasured warm-up run, on both sides."
-	echo "- Index memory on the baseline side is the on-disk size of its two btrees, for scale only."
-	echo "- Consumer reads: pgbench, 1 client, $(grp "$NPAGES") transactions of one page per run (one unmeasured run first); before each run the cursor is put back at the start (\`cursor_seek(name, 0)\`) and after it its position must be $(num bpcread.rows); every commit waits for its WAL flush (synchronous_commit = on) on both sides. The plain table's pages are in \`version\` order (a global sequence) through a btree on \`version\` that exists only for that workload; they cover the rows of the bulk load (the last $(grp "$NLOAD") versions), as batpak's cursor covers its bulk load."
-	echo "- Consumer latency (test/bench/consumers.py, psycopg $($PYTHON -c 'import psycopg; print(psycopg.__version__)' 2>/dev/null || echo '?')): $NAPPENDS measured appends per run (after 10 unmeasured), each after a random 1–5 ms pause; the clock starts right before the append call (so the append's own latency is included). The 10 listeners are polled by one process with a selector over their sockets, stamped when select() returns; latency is per (event, listener) pair, up to the first notification whose from_sequence..to_sequence covers the event. The waiter stamps cursor_wait's return, then consumes with cursor_read(name, 1000); latency is per wake-up, to the first event the read delivered. \"From its return\" is the same measured from the moment the append call returned to the appender (negative when the notification arrived first). Percentiles are nearest-rank within a run; cells are the median of the runs' p50 and p99 with [min–max]."
-	if [[ -n $(get stats.row.after) ]]; then
-		echo "- batpak.stats after the last restart: \`$(get stats.row.after)\`"
+	echo "- batpak's reads are set-returning functions: PostgreSQL's function scan puts every row in a tuplestore (in memory up to work_mem, then a temporary file) before count(*) reads it back; the goals are judged at the default work_mem (4MB). count(*) on the plain table may use a parallel or index-only scan."
+	echo "- The stream and page reads and the consumers read every column (\`count(e.*)\` on the plain table; Message DB's functions form every column as text)."
+	echo "- Each read series starts after an OS \`sync\`; the reads are warm (the data was just written); start-up is measured with the OS page cache warm."
+	echo "- Consumers: pgbench, 1 client, one page (batch) per transaction, one unmeasured run first. batpak's cursor is put back with \`cursor_seek\` before each run and must stand at $(num bpcread.rows) after it; the plain table's position row must say $(num basepage.rows); the Message DB consumer writes its position to \`load:position-bench\` with write_message once per page (Eventide's consumers do it every \`position_update_interval\` messages) and its last one must be the category's last; each PgQ run is a consumer registered before the load and must end with no pending event. Every commit waits for its WAL flush."
+	echo "- Consumer latency (test/bench/consumers.py, psycopg $($PYTHON -c 'import psycopg; print(psycopg.__version__)' 2>/dev/null || echo '?')): $NAPPENDS measured appends per run, each after a random 1–5 ms pause, the clock started right before the append call; the 10 listeners are polled by one process with a selector; latency is per (event, listener) pair, to the first notification whose range covers the event; the waiter stamps cursor_wait's return. \"From its return\" is measured from the moment the append call returned."
+	echo "- Index memory on the plain table's side is the on-disk size of its two btrees, for scale only."
+	if [[ -n $(get "stats.row.$NLOAD") ]]; then
+		echo "- batpak.stats after the last restart: \`$(get "stats.row.$NLOAD")\`"
 	fi
 	echo "- Whole run: $((SECONDS - T_BEGIN)) s."
 }
 
 # ==================================================================== main
 
-say "batpak benchmark: BENCH_SCALE=$BENCH_SCALE, ${DUR}s per run, $RUNS runs, $(grp "$NLOAD") events to load, work dir $WORK"
+say "batpak benchmark: BENCH_SCALE=$BENCH_SCALE, ${DUR}s per run (${SWEEP_DUR}s in the sweep), $RUNS runs, $(grp "$NLOAD") events to load, work dir $WORK"
 section machine sec_machine
 section fsync sec_fsync
 setup_cluster
-section baseline-writes sec_baseline_writes
-section baseline-reads sec_baseline_reads
-section baseline-consumers sec_baseline_consumers
-# batpak's reads, start-up and consumers run on the freshly loaded store, so
-# that they are measured at the size the goals name, before the write
-# workloads add their events.
-if [[ $BASELINE_ONLY != 1 ]]; then
-	section batpak-reads sec_batpak_reads
-	section startup sec_startup
-	section consumer-reads sec_consumer_reads
-fi
+needs_data && section load sec_load
+section reads sec_reads
+section stream-reads sec_stream_reads
+section page-reads sec_page_reads
+section consumers sec_consumers
 section consumer-latency sec_consumer_latency
-if [[ $BASELINE_ONLY != 1 ]]; then
-	section batpak-writes sec_batpak_writes
-	section batpak-tx-writes sec_batpak_tx_writes
-	section gates sec_gates
-fi
+section writes sec_writes
+section tx-writes sec_tx_writes
+section batches sec_batches
+has bp && section gates sec_gates
 
 report >"$WORK/results.md"
 cat "$WORK/results.md"
