@@ -42,3 +42,20 @@ $$;
 
 SELECT state, events, entities, writer_pid IS NOT NULL AS has_writer
   FROM batpak.stats;
+
+-- COMMIT does not wait for the writer (xact.c): it settles the ended
+-- transactions a moment later, and until then batpak.stats shows them
+-- pending and its visible_sequence behind.  Tests that look at those wait
+-- here first (bounded).
+CREATE FUNCTION settle() RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + interval '10 seconds';
+BEGIN
+    WHILE (SELECT pending_transactions > 0 OR visible_sequence < written_sequence FROM batpak.stats) LOOP
+        IF clock_timestamp() > deadline THEN
+            RAISE EXCEPTION 'the writer did not settle within 10 s: %', (SELECT row_to_json(s) FROM batpak.stats s);
+        END IF;
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END
+$$;

@@ -26,7 +26,7 @@ SELECT batpak.stream_version('order-1') AS v1, batpak.stream_version('order-3') 
 -- idempotency: the second call returns the first receipt and writes nothing
 CREATE TEMP TABLE k AS
 SELECT * FROM batpak.append('order-9', 'shop', 'order.created', '{"total": 1}', idempotency_key => 'create-order-9');
-SELECT (SELECT visible_sequence FROM batpak.stats) AS before_retry;
+SELECT (SELECT written_sequence FROM batpak.stats) AS before_retry;
 SELECT a.event_id = k.event_id AND a.global_sequence = k.global_sequence
        AND a.event_hash = k.event_hash AND a.committed_at = k.committed_at AS same_receipt
   FROM k, batpak.append('order-9', 'shop', 'order.created', '{"total": 1}', idempotency_key => 'create-order-9') a;
@@ -34,7 +34,7 @@ SELECT a.event_id = k.event_id AND a.global_sequence = k.global_sequence
 SELECT a.event_id = k.event_id AS same_event
   FROM k, batpak.append('other', 'elsewhere', 'x', '{"different": true}', expected_sequence => 7,
                         idempotency_key => 'create-order-9') a;
-SELECT (SELECT visible_sequence FROM batpak.stats) AS after_retry,
+SELECT (SELECT written_sequence FROM batpak.stats) AS after_retry,
        batpak.stream_version('other') AS other_version;
 
 -- correlation: own id by default, inherited through causation, or explicit

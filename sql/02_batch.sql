@@ -1,5 +1,5 @@
 -- append_batch: atomic, in order, with idempotent items
-SELECT (SELECT visible_sequence FROM batpak.stats) AS start \gset
+SELECT (SELECT written_sequence FROM batpak.stats) AS start \gset
 CREATE TEMP TABLE b AS
 SELECT row_number() OVER () AS n, * FROM batpak.append_batch(ARRAY[
     ROW('cart-1', 'shop', 'cart.opened', '{"i": 1}', NULL, 0, NULL, NULL, NULL),
@@ -11,7 +11,7 @@ SELECT n, global_sequence - :start AS rel_seq, entity_sequence FROM b ORDER BY n
 SELECT count(DISTINCT committed_at) AS commit_times FROM b;
 
 -- one bad item refuses the whole batch: nothing is written
-SELECT visible_sequence - :start AS written_before FROM batpak.stats;
+SELECT written_sequence - :start AS written_before FROM batpak.stats;
 SELECT try_detail($$SELECT * FROM batpak.append_batch(ARRAY[
     ROW('cart-3', 'shop', 'cart.opened', '{}', NULL, NULL, NULL, NULL, NULL),
     ROW('cart-1', 'shop', 'cart.item', '{}', NULL, 0, NULL, NULL, NULL)
@@ -28,7 +28,7 @@ SELECT try($$SELECT * FROM batpak.append_batch(ARRAY[
     ROW('cart-3', 'shop', 'cart.opened', '{}', NULL, NULL, NULL, NULL, NULL),
     NULL
 ]::batpak.new_event[])$$);
-SELECT visible_sequence - :start AS written_after, batpak.stream_version('cart-3') AS cart3
+SELECT written_sequence - :start AS written_after, batpak.stream_version('cart-3') AS cart3
   FROM batpak.stats;
 
 -- within a batch, CAS sees the earlier items of the same batch
@@ -50,5 +50,5 @@ SELECT x.global_sequence = b.global_sequence AS original, x.entity_sequence
 -- empty batch: no rows, nothing written
 SELECT count(*) FROM batpak.append_batch('{}'::batpak.new_event[]);
 SELECT try($$SELECT * FROM batpak.append_batch(NULL)$$);
-SELECT visible_sequence - :start AS total_written FROM batpak.stats;
+SELECT written_sequence - :start AS total_written FROM batpak.stats;
 SELECT entity, entity_sequence, kind FROM batpak.read_all(:start) ORDER BY global_sequence;

@@ -1,5 +1,5 @@
 -- reading: streams, the global order with filters, links, verification
-SELECT (SELECT visible_sequence FROM batpak.stats) AS base \gset
+SELECT (SELECT written_sequence FROM batpak.stats) AS base \gset
 SELECT count(*) FROM batpak.append_batch(ARRAY(
     SELECT ROW('acct-' || (i % 3), CASE WHEN i % 2 = 0 THEN 'bank' ELSE 'audit' END,
                CASE WHEN i % 4 = 0 THEN 'deposit' ELSE 'withdrawal' END,
@@ -58,6 +58,7 @@ SELECT * FROM batpak.verify_chain('no-such-entity');
 SELECT entity, events, ok, first_bad_sequence, detail FROM batpak.verify_chain() ORDER BY entity;
 
 -- stats: counters that this suite has driven
+SELECT settle();
 SELECT state, events = visible_sequence AS events_visible,
        written_sequence = visible_sequence AND durable_sequence = visible_sequence AS frontiers_equal,
        entities, segments, index_bytes > 0 AS has_index, failure

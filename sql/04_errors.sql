@@ -1,5 +1,5 @@
 -- every refused input, with its SQLSTATE, and nothing written by any of them
-SELECT visible_sequence AS before FROM batpak.stats \gset
+SELECT written_sequence AS before FROM batpak.stats \gset
 
 -- NULL required arguments: 22004
 SELECT try($$SELECT batpak.append(NULL, 's', 'k', '{}')$$);
@@ -60,7 +60,7 @@ SELECT try_detail($$SELECT * FROM batpak.append_batch(array_fill(ROW('e','s','k'
 SELECT try($$SELECT * FROM batpak.append_batch(ARRAY[[ROW('e','s','k','{}',NULL,NULL,NULL,NULL,NULL)::batpak.new_event]])$$);
 
 -- what was written: only the five accepted appends above
-SELECT visible_sequence - :before AS written FROM batpak.stats;
+SELECT written_sequence - :before AS written FROM batpak.stats;
 SELECT left(entity, 8) AS entity, length(entity) AS entity_len, left(kind, 8) AS kind,
        length(kind) AS kind_len, length(scope) AS scope_len
   FROM batpak.read_all(:before) ORDER BY global_sequence;

@@ -23,6 +23,7 @@ SELECT pending_transactions, pending_events, visible_sequence = :base AS frontie
 COMMIT;
 SELECT entity_sequence, kind FROM batpak.read_stream('tx-own');
 SELECT count(*) AS read_all_sees FROM batpak.read_all(:base);
+SELECT settle();
 SELECT pending_transactions, pending_events, visible_sequence = written_sequence AS frontier_free
   FROM batpak.stats;
 

@@ -541,6 +541,7 @@ typedef struct BatpakOut
 	uint64		published;		/* last sequence in the index */
 } BatpakOut;
 
+extern void batpak_materialize(FunctionCallInfo fcinfo);
 extern void batpak_out_begin(FunctionCallInfo fcinfo, BatpakOut *out);
 extern void batpak_out_end(BatpakOut *out);
 

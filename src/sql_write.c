@@ -393,7 +393,7 @@ batpak_append_batch(PG_FUNCTION_ARGS)
 
 	batpak_check_loaded();
 	batpak_require(PG_ARGISNULL(0), "events");
-	InitMaterializedSRF(fcinfo, 0);
+	batpak_materialize(fcinfo);
 
 	arr = PG_GETARG_ARRAYTYPE_P(0);
 	if (ARR_NDIM(arr) > 1)

@@ -1,0 +1,112 @@
+-- The results of batpak's set-returning functions live in a memory context
+-- of batpak's that keeps its first block across statements and is reset
+-- when the top-level transaction ends (sql_read.c, batpak_materialize).
+-- Every way a result can end: read to the end, cut by an error, in a
+-- rolled-back savepoint, held across COMMIT, spilled to a temporary file,
+-- in a prepared transaction, two at once, in the target list.
+SELECT (SELECT written_sequence FROM batpak.stats) AS base \gset
+SELECT count(*) FROM batpak.append_batch(ARRAY(
+    SELECT ROW('res-' || (i % 4), 'results', 'filled', jsonb_build_object('i', i, 'pad', repeat('x', 200)),
+               NULL, NULL, NULL, NULL, NULL)::batpak.new_event
+      FROM generate_series(1, 400) i));
+
+-- an error in the middle of a result, then the same read again
+SELECT global_sequence - :base AS rel, 10 / (global_sequence - :base - 3) AS q
+  FROM batpak.read_all(:base, 5);
+SELECT global_sequence - :base AS rel FROM batpak.read_all(:base, 5);
+
+-- a savepoint rolled back after a read failed in it
+BEGIN;
+SELECT count(*) FROM batpak.read_all(:base, 10);
+SAVEPOINT s;
+SELECT 1 / ((payload->>'i')::int - 5) FROM batpak.read_all(:base, 10);
+ROLLBACK TO SAVEPOINT s;
+SELECT sum((payload->>'i')::int) FROM batpak.read_all(:base, 10);
+COMMIT;
+
+-- a holdable cursor outlives the transaction that read
+BEGIN;
+DECLARE held CURSOR WITH HOLD FOR
+  SELECT global_sequence - :base AS rel, entity FROM batpak.read_all(:base, 6);
+FETCH 2 FROM held;
+COMMIT;
+FETCH ALL FROM held;
+CLOSE held;
+
+-- a cursor without hold, abandoned by ROLLBACK in the middle
+BEGIN;
+DECLARE open_cursor CURSOR FOR SELECT global_sequence - :base AS rel FROM batpak.read_stream('res-1');
+FETCH 3 FROM open_cursor;
+ROLLBACK;
+SELECT count(*), min(entity_sequence), max(entity_sequence) FROM batpak.read_stream('res-1');
+
+-- past work_mem the result spills to a temporary file: read it whole, and
+-- cut one with an error after the spill
+SET work_mem = '64kB';
+SELECT count(*), sum((payload->>'i')::int), count(DISTINCT entity) FROM batpak.read_all(:base);
+SELECT (payload->>'i')::int / ((payload->>'i')::int - 399) FROM batpak.read_all(:base);
+SELECT count(*) FROM batpak.read_all(:base);
+RESET work_mem;
+
+-- a procedure that commits inside a loop over a result (its portal is held)
+CREATE TABLE results_seen (rel bigint);
+CREATE PROCEDURE results_copy(base bigint) LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT global_sequence FROM batpak.read_all(base, 4) LOOP
+        INSERT INTO results_seen VALUES (r.global_sequence - base);
+        COMMIT;
+    END LOOP;
+END $$;
+CALL results_copy(:base);
+SELECT rel FROM results_seen ORDER BY rel;
+
+-- a prepared transaction that read
+BEGIN;
+SELECT count(*) FROM batpak.read_all(:base, 50);
+PREPARE TRANSACTION 'batpak_results';
+COMMIT PREPARED 'batpak_results';
+
+-- two results at once, and one in the target list
+SELECT count(*) FROM batpak.read_all(:base, 100) a
+  JOIN batpak.read_stream('res-2') s USING (event_id);
+SELECT (batpak.read_all(:base, 3)).global_sequence - :base AS rel;
+
+-- a batch's receipts use the same context
+BEGIN;
+SELECT count(*) FROM batpak.append_batch(ARRAY[
+    ROW('res-x', 'results', 'filled', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event]);
+ROLLBACK;
+SELECT count(*) FROM batpak.read_stream('res-x');
+
+-- many reads in one transaction do not pile up: the chunks one result
+-- freed serve the next (200 reads of this file's 400 events, about 200 kB
+-- each, stay within 2 MB), and the transaction's end gives back all but
+-- the first block
+CREATE FUNCTION results_memory(base bigint, reads int) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint;
+BEGIN
+    FOR i IN 1 .. reads LOOP
+        SELECT count(*) INTO n FROM batpak.read_all(base, 400);
+    END LOOP;
+    RETURN (SELECT total_bytes FROM pg_backend_memory_contexts WHERE name = 'batpak results');
+END $$;
+SELECT results_memory(:base, 200) <= 2 * 1024 * 1024 AS bounded_within_transaction;
+-- twenty results at once outgrow the first block; the end of the
+-- transaction gives the rest back
+CREATE FUNCTION results_peak(base bigint) RETURNS bigint LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE (SELECT 'SELECT count(*) FROM (' || string_agg(format('SELECT * FROM batpak.read_all(%s, 400)', base), ' UNION ALL ') || ') r'
+               FROM generate_series(1, 20));
+    RETURN (SELECT total_bytes FROM pg_backend_memory_contexts WHERE name = 'batpak results');
+END $$;
+SELECT results_peak(:base) > 1024 * 1024 + 8192 AS grew_within_transaction;
+SELECT total_bytes < 1024 * 1024 + 8192 AS first_block_only
+  FROM pg_backend_memory_contexts WHERE name = 'batpak results';
+DROP FUNCTION results_memory(bigint, int);
+DROP FUNCTION results_peak(bigint);
+
+DROP PROCEDURE results_copy(bigint);
+DROP TABLE results_seen;
