@@ -59,7 +59,7 @@ SELECT entity, events, ok, first_bad_sequence, detail FROM batpak.verify_chain()
 
 -- stats: counters that this suite has driven
 SELECT settle();
-SELECT state, events = visible_sequence AS events_visible,
+SELECT state, events = written_sequence AS events_visible,
        written_sequence = visible_sequence AND durable_sequence = visible_sequence AS frontiers_equal,
        entities, segments, index_bytes > 0 AS has_index, failure
   FROM batpak.stats;

@@ -1,6 +1,7 @@
 -- Transactional visibility inside one session: read-your-own-writes,
 -- rollback and savepoints, the stats counters, PREPARE TRANSACTION, and
 -- immediate mode.  (What other sessions see is in specs/.)
+SELECT settle();
 SELECT written_sequence AS base FROM batpak.stats \gset
 SELECT transactions_committed AS c0, transactions_aborted AS a0,
        events_discarded AS d0 FROM batpak.stats \gset
@@ -124,6 +125,7 @@ SELECT batpak.stream_version('tx-par') AS parallel_wrote;
 
 -- the counters: commits of transactions that appended, rollbacks
 -- (savepoints included) and discarded events
+SELECT settle();
 SELECT transactions_committed - :c0 AS committed,
        transactions_aborted - :a0 AS aborted,
        events_discarded - :d0 AS discarded,

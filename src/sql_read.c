@@ -130,19 +130,28 @@ batpak_event_values(const BatpakFrame *f, Datum *values, bool *nulls)
  * leaves its tuplestore unended; its memory (and a spilled BufFile's struct:
  * the file itself belongs to the resource owner) waits in the context until
  * the top-level transaction ends, when batpak_result_reset gives back all
- * but the first block.  A backend so keeps BATPAK_RESULT_KEEP bytes
- * between transactions, and within one what its results held anyway
- * (a tuplestore spills to a temporary file past work_mem).
+ * but the first block.  (A savepoint's rollback cannot free it earlier:
+ * nothing tells which chunks belonged to the subtransaction's results, and
+ * a result of the parent may still be read.)  So that a transaction that
+ * catches error after error (a retry loop in PL/pgSQL, a driver's
+ * autosave) cannot pile such remains up without bound, a tuplestore goes
+ * to the query's own context, as InitMaterializedSRF puts it, once the
+ * context holds BATPAK_RESULT_LIMIT bytes.  A backend so keeps
+ * BATPAK_RESULT_KEEP bytes between transactions, and at most about
+ * BATPAK_RESULT_LIMIT plus one result within one.
  */
 #define BATPAK_RESULT_KEEP	(1024 * 1024)
+#define BATPAK_RESULT_LIMIT (16 * 1024 * 1024)
 
 static MemoryContext batpak_result_cxt = NULL;
+static bool batpak_result_callback = false;
 
 static void
 batpak_result_reset(XactEvent event, void *arg)
 {
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
-		event == XACT_EVENT_PREPARE)
+	if (batpak_result_cxt != NULL &&
+		(event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		 event == XACT_EVENT_PREPARE))
 		MemoryContextReset(batpak_result_cxt);
 }
 
@@ -165,21 +174,25 @@ batpak_materialize(FunctionCallInfo fcinfo)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("materialize mode required, but it is not allowed in this context")));
-	if (batpak_result_cxt == NULL)
+	/* the reset first: a context nobody resets must never take results */
+	if (!batpak_result_callback)
 	{
+		RegisterXactCallback(batpak_result_reset, NULL);
+		batpak_result_callback = true;
+	}
+	if (batpak_result_cxt == NULL)
 		batpak_result_cxt = AllocSetContextCreate(TopMemoryContext,
 												  "batpak results",
 												  BATPAK_RESULT_KEEP,
 												  BATPAK_RESULT_KEEP,
 												  ALLOCSET_DEFAULT_MAXSIZE);
-		RegisterXactCallback(batpak_result_reset, NULL);
-	}
 
 	oldcxt = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 	rsinfo->setDesc = tupdesc;
-	MemoryContextSwitchTo(batpak_result_cxt);
+	if (MemoryContextMemAllocated(batpak_result_cxt, false) < BATPAK_RESULT_LIMIT)
+		MemoryContextSwitchTo(batpak_result_cxt);
 	rsinfo->setResult =
 		tuplestore_begin_heap((rsinfo->allowedModes & SFRM_Materialize_Random) != 0,
 							  false, work_mem);

@@ -417,7 +417,8 @@ compare() {
 			if [[ -n $want_lat ]]; then
 				r=$(sys_do "$sys" pgb "$key-$sys-$i" "$clients" "$jobs" "$script" "${extra[@]}" \
 					--log --log-prefix="$WORK/lat-$key-$sys-$i")
-				read -r lat p50 p99 _ <<<"$(log_latency "$WORK/lat-$key-$sys-$i")"
+				lat=$(log_latency "$WORK/lat-$key-$sys-$i") || { echo "$key $sys run $i: no latency log" >&2; return 1; }
+				read -r lat p50 p99 _ <<<"$lat"
 				rm -f "$WORK/lat-$key-$sys-$i".*
 				v_p50[$sys]+=" $p50"; v_p99[$sys]+=" $p99"
 			else
@@ -429,6 +430,7 @@ compare() {
 			v_rate[$sys]+=" $(calc 't * u' -v t="$tps" -v u="$units")"; v_lat[$sys]+=" $lat"
 			if [[ -n $c0 ]]; then
 				c1=$(writer_counters)
+				[[ -n $c1 ]] || { echo "$key $sys run $i: batpak.stats unreadable after the run" >&2; return 1; }
 				# "events_written fsyncs groups" before and after the run
 				ev[$sys]=$(( ${ev[$sys]:-0} + $(cut -d' ' -f1 <<<"$c1") - $(cut -d' ' -f1 <<<"$c0") ))
 				fs[$sys]=$(( ${fs[$sys]:-0} + $(cut -d' ' -f2 <<<"$c1") - $(cut -d' ' -f2 <<<"$c0") ))
@@ -700,8 +702,9 @@ stats_index() {
 startup_at() {
 	local size=$1 i t0 t1 w starts=() readys=() writers=()
 	if ! wanted startup || ! has bp; then return 0; fi
-	[[ $(q "SELECT events FROM batpak.stats") == "$size" ]] \
-		|| { echo "start-up at $size: the store holds $(q "SELECT events FROM batpak.stats") events" >&2; return 1; }
+	# written_sequence: events (the visible frontier) lags the load's last COMMIT
+	[[ $(q "SELECT written_sequence FROM batpak.stats") == "$size" ]] \
+		|| { echo "start-up at $size: the store holds $(q "SELECT written_sequence FROM batpak.stats") events" >&2; return 1; }
 	for i in $(seq 1 "$RUNS"); do
 		stop_cluster
 		t0=$(date +%s.%N)
@@ -748,7 +751,8 @@ sec_load() {
 	if has bp; then
 		put bpload.rate "$(calc 'n / s' -v n="$NLOAD" -v s="$(get bpload.secs)")"
 		say "   batpak: $(grp "$NLOAD") events loaded at $(grp "$(get bpload.rate)") /s"
-		[[ $(q "SELECT events FROM batpak.stats") == "$NLOAD" ]] || { echo "batpak holds $(q "SELECT events FROM batpak.stats") events, not $NLOAD" >&2; return 1; }
+		[[ $(q "SELECT written_sequence FROM batpak.stats") == "$NLOAD" ]] \
+			|| { echo "batpak holds $(q "SELECT written_sequence FROM batpak.stats") events, not $NLOAD" >&2; return 1; }
 	fi
 	put baseload.rate "$(calc 'n / s' -v n="$NLOAD" -v s="$(get baseload.secs)")"
 	say "   plain: $(grp "$NLOAD") rows loaded at $(grp "$(get baseload.rate)") /s"
@@ -808,8 +812,8 @@ sec_reads() {
 		# Informational: the function scan materializes every row in a
 		# tuplestore of work_mem bytes before count(*) sees it, so the reads
 		# depend on work_mem; the goal is judged at PostgreSQL's default (4MB).
-		PGOPTIONS='-c work_mem=64MB' bench_count bpall_wm4 "SELECT count(*) FROM batpak.read_all()"
-		PGOPTIONS='-c work_mem=64MB' bench_count bpstream_wm4 "SELECT count(*) FROM batpak.read_stream('bench-hot')"
+		PGOPTIONS='-c work_mem=64MB' bench_count bpall_wm64 "SELECT count(*) FROM batpak.read_all()"
+		PGOPTIONS='-c work_mem=64MB' bench_count bpstream_wm64 "SELECT count(*) FROM batpak.read_stream('bench-hot')"
 	fi
 	bench_count baseall "SELECT count(*) FROM events"
 	bench_count basestream "SELECT count(*) FROM events WHERE stream = 'bench-hot'"
@@ -957,7 +961,7 @@ sec_consumer_latency() {
 
 # ------------------------------------------------------------------ writes
 
-# The write sections start from empty tables, as a new application would:
+# Each write section starts from empty tables, as a new application would:
 # the plain table loaded for the reads is replaced by an empty one of the
 # same definition, and Message DB's messages are truncated (PgQ writes to its
 # own empty queue).  On the loaded tables every short run, which starts
@@ -1039,6 +1043,7 @@ with_open_transaction() {
 # inserts / write_message / insert_event in one transaction, and batpak's
 # append_batch of ten, at 32 clients.
 sec_tx_writes() {
+	fresh_write_tables
 	if has bptx; then
 		compare tx1 1 1 --latency bptx:batpak_append_tx.sql
 		alternate bptx32 run_tx32 bptx32open run_tx32_open "an open transaction"
@@ -1055,6 +1060,7 @@ run_tx32_open() { with_open_transaction pgb "bptx32open-$1" 32 2 batpak_append_t
 # construction of append_batch's array alone; 4 clients for the two that
 # scale with clients.
 sec_batches() {
+	fresh_write_tables
 	PGB_DUR=$(( (DUR + 1) / 2 )) compare b1 1 1000 bp:batpak_batch.sql plain:baseline_batch.sql mdb:mdb_batch.sql pgq:pgq_batch.sql \
 		bpbuild:batpak_batch_build.sql
 	PGB_DUR=$(( (DUR + 1) / 2 )) compare b4 4 1000 bp:batpak_batch.sql plain:baseline_batch.sql
@@ -1102,11 +1108,13 @@ sec_gates() {
 }
 
 run_no_gates() { PGOPTIONS=$IMMEDIATE pgb "gates0-$1" 32 2 batpak_append.sql; }
+# (errexit does not hold inside the $(...) that alternate runs this in:
+# every step is checked)
 run_three_gates() {
 	local r
-	gates_on
+	gates_on || return 1
 	r=$(PGOPTIONS=$IMMEDIATE pgb "gates3-$1" 32 2 batpak_append.sql) || { gates_off; return 1; }
-	gates_off
+	gates_off || return 1
 	echo "$r"
 }
 # cell KEY UNIT DECIMALS: "median unit [min–max]" or "n/a (why)"
@@ -1283,7 +1291,7 @@ report() {
 	row "one event per transaction, 1 client: \`BEGIN; append; COMMIT\` vs the autocommit rows of 1 client" \
 		"$(lc tx1.bptx); avg $(sc tx1.bptx.lat ' ms' 3)" "$(sc w1.plain.lat ' ms' 3) avg" "$(sc w1.mdb.lat ' ms' 3) avg" "$(sc w1.pgq.lat ' ms' 3) avg" \
 		"$(rt tx1.bptx.rate w1.plain.rate)" "$(rt tx1.bptx.rate w1.mdb.rate)" "$(rt tx1.bptx.rate w1.pgq.rate)" "— (pays the batpak fdatasync and PostgreSQL's commit)" "—"
-	row "one event per transaction, 32 clients: \`BEGIN; append; COMMIT\` vs the autocommit rows of 32 clients" \
+	row "one event per transaction, 32 clients: \`BEGIN; append; COMMIT\` (3 runs alternating with the row below) vs the autocommit rows of 32 clients (measured in the sweep above)" \
 		"$(sc bptx32.rate)" "$(sc w32.plain.rate)" "$(sc w32.mdb.rate)" "$(sc w32.pgq.rate)" \
 		"$(rt bptx32.rate w32.plain.rate)" "$(rt bptx32.rate w32.mdb.rate)" "$(rt bptx32.rate w32.pgq.rate)" "≥ 1× plain" "$(goal_ratio bptx32.rate w32.plain.rate 1)"
 	row "the same while another transaction holds a pending batpak event open (runs alternating with the row above)" \
@@ -1314,11 +1322,11 @@ report() {
 
 	# reads
 	local wm=""
-	[[ -z $(get bpall_wm4.rate) ]] || wm=" (work_mem=64MB: $(cell bpall_wm4.rate /s))"
+	[[ -z $(get bpall_wm64.rate) ]] || wm=" (work_mem=64MB: $(cell bpall_wm64.rate /s))"
 	row "\`count(*)\` of \`read_all()\`, $(num bpall.rows) events, vs \`count(*)\` of the table$small" \
 		"$(sc bpall.rate)$wm" "$(sc baseall.rate)" "—" "—" "$(rt bpall.rate baseall.rate)" "—" "—" "≥ 1,000,000 events/s" "$(met "$(get bpall.rate)" '>=' 1000000)"
 	wm=""
-	[[ -z $(get bpstream_wm4.rate) ]] || wm=" (work_mem=64MB: $(cell bpstream_wm4.rate /s))"
+	[[ -z $(get bpstream_wm64.rate) ]] || wm=" (work_mem=64MB: $(cell bpstream_wm64.rate /s))"
 	row "\`count(*)\` of \`read_stream\` of one entity of $(num bpstream.rows) events, vs \`count(*) … WHERE stream = …\`" \
 		"$(sc bpstream.rate)$wm" "$(sc basestream.rate)" "—" "—" "$(rt bpstream.rate basestream.rate)" "—" "—" "≥ 1,000,000 events/s" "$(met "$(get bpstream.rate)" '>=' 1000000)"
 	row "stream reads: a random whole stream of 100 events, 1 client (events/s; average ms per stream)" \
