@@ -394,7 +394,7 @@ has() {
 # fdatasync as KEY.SYS.per_fsync.
 compare() {
 	local key=$1 clients=$2 units=$3; shift 3
-	local want_lat="" specs=() extra=() active=() s sys script jobs=1 i r tps lat p50 p99 rest c0 c1
+	local want_lat="" specs=() extra=() active=() s sys script jobs=1 i r tps rate lat p50 p99 c0 c1
 	local -A v_rate=() v_lat=() v_p50=() v_p99=() ev=() fs=()
 	if [[ ${1:-} == --latency ]]; then want_lat=1; shift; fi
 	while (( $# > 0 )); do
@@ -426,8 +426,8 @@ compare() {
 				read -r _ lat <<<"$r"
 			fi
 			read -r tps _ <<<"$r"
-			rest="$(grp "$(calc 't * u' -v t="$tps" -v u="$units")") /s, latency avg $(printf '%.3f' "$lat") ms"
-			v_rate[$sys]+=" $(calc 't * u' -v t="$tps" -v u="$units")"; v_lat[$sys]+=" $lat"
+			rate=$(calc 't * u' -v t="$tps" -v u="$units")
+			v_rate[$sys]+=" $rate"; v_lat[$sys]+=" $lat"
 			if [[ -n $c0 ]]; then
 				c1=$(writer_counters)
 				[[ -n $c1 ]] || { echo "$key $sys run $i: batpak.stats unreadable after the run" >&2; return 1; }
@@ -435,7 +435,7 @@ compare() {
 				ev[$sys]=$(( ${ev[$sys]:-0} + $(cut -d' ' -f1 <<<"$c1") - $(cut -d' ' -f1 <<<"$c0") ))
 				fs[$sys]=$(( ${fs[$sys]:-0} + $(cut -d' ' -f2 <<<"$c1") - $(cut -d' ' -f2 <<<"$c0") ))
 			fi
-			say "   $key $sys run $i: $rest${want_lat:+, p50 $(printf '%.3f' "$p50"), p99 $(printf '%.3f' "$p99") ms}"
+			say "   $key $sys run $i: $(grp "$rate") /s, latency avg $(printf '%.3f' "$lat") ms${want_lat:+, p50 $(printf '%.3f' "$p50"), p99 $(printf '%.3f' "$p99") ms}"
 		done
 	done
 	for s in "${active[@]}"; do
@@ -579,20 +579,20 @@ setup_cluster() {
 		put stats.columns "$(q "SELECT string_agg(attname, ', ' ORDER BY attnum) FROM pg_attribute
 		                        WHERE attrelid = 'batpak.stats'::regclass AND attnum > 0 AND NOT attisdropped")"
 	fi
-	local why
-	if why=$(install_mdb 2>&1); then
-		put mdb.ok 1
-		say "Message DB $(get mdb.version) installed (database message_store)"
+	install_baseline mdb "Message DB" install_mdb
+	install_baseline pgq PgQ install_pgq
+}
+
+# install_baseline SYS NAME FN: run FN; SYS.ok = 1, or SYS.why says why not
+# (the last line FN printed)
+install_baseline() {
+	local sys=$1 name=$2 why
+	if why=$("$3" 2>&1); then
+		put "$sys.ok" 1
+		say "$name $(get "$sys.version") installed"
 	else
-		put mdb.why "Message DB not installed: $(tail -n 1 <<<"$why")"
-		say "$(get mdb.why)"
-	fi
-	if why=$(install_pgq 2>&1); then
-		put pgq.ok 1
-		say "PgQ $(get pgq.version) installed"
-	else
-		put pgq.why "PgQ not installed: $(tail -n 1 <<<"$why")"
-		say "$(get pgq.why)"
+		put "$sys.why" "$name not installed: $(tail -n 1 <<<"$why")"
+		say "$(get "$sys.why")"
 	fi
 }
 
@@ -675,14 +675,20 @@ load_sql() {
 	done
 }
 
-# load_part KEY KIND PART FROM TO: run load_sql, adding its time to KEY.secs
-load_part() {
-	local key=$1 kind=$2 t0 t1
-	load_sql "$kind" "$3" "$4" "$5" >"$WORK/load.sql"
+# timed_script KEY FILE OUT: run the psql script FILE (output to OUT),
+# adding its time to KEY.secs
+timed_script() {
+	local key=$1 t0 t1
 	t0=$(date +%s.%N)
-	timeout 1800 "$PGBIN/psql" -X -q -A -t -f "$WORK/load.sql" >/dev/null
+	timeout 1800 "$PGBIN/psql" -X -q -A -t -f "$2" >"$3"
 	t1=$(date +%s.%N)
 	put "$key.secs" "$(calc 's + b - a' -v s="$(get "$key.secs")" -v a="$t0" -v b="$t1")"
+}
+
+# load_part KEY KIND PART FROM TO: run load_sql, adding its time to KEY.secs
+load_part() {
+	load_sql "$2" "$3" "$4" "$5" >"$WORK/load.sql"
+	timed_script "$1" "$WORK/load.sql" /dev/null
 }
 
 # Index memory from batpak.stats; $1 is a key suffix (the store size).
@@ -776,7 +782,7 @@ sec_load() {
 		say "   Message DB: $(grp "$NSR_EV") + $(grp "$NCONS") messages inserted"
 	fi
 	if has pgq; then
-		local i t0 t1 ticks
+		local i ticks
 		{
 			echo '\set ON_ERROR_STOP on'
 			for (( i = 0; i < NCONS / 1000; i++ )); do
@@ -784,12 +790,10 @@ sec_load() {
 				echo "SELECT 'tick ' || pgq.ticker('bench_c');"
 			done
 		} >"$WORK/load-pgq.sql"
-		t0=$(date +%s.%N)
-		timeout 1800 "$PGBIN/psql" -X -q -A -t -f "$WORK/load-pgq.sql" >"$WORK/load-pgq.out"
-		t1=$(date +%s.%N)
+		timed_script pgqload "$WORK/load-pgq.sql" "$WORK/load-pgq.out"
 		ticks=$(grep -c '^tick [0-9]' "$WORK/load-pgq.out" || true)
 		[[ $ticks == $(( NCONS / 1000 )) ]] || { echo "PgQ: $ticks ticks for $(( NCONS / 1000 )) statements" >&2; return 1; }
-		put pgqload.rate "$(calc 'n / (b - a)' -v n="$NCONS" -v a="$t0" -v b="$t1")"
+		put pgqload.rate "$(calc 'n / s' -v n="$NCONS" -v s="$(get pgqload.secs)")"
 		say "   PgQ: $(grp "$NCONS") events through insert_event at $(grp "$(get pgqload.rate)") /s, $ticks ticks"
 	fi
 }
@@ -1117,9 +1121,11 @@ run_three_gates() {
 	gates_off || return 1
 	echo "$r"
 }
-# cell KEY UNIT DECIMALS: "median unit [min–max]" or "n/a (why)"
+# cell KEY [UNIT] [DECIMALS]: "median unit [min–max]", or n/a with the
+# reason (KEY's own, or the system's when it is not installed); UNIT
+# defaults to /s
 cell() {
-	local k=$1 unit=$2 d=${3:-0} m lo hi why
+	local k=$1 unit=${2-/s} d=${3:-0} m lo hi why
 	m=$(get "$k"); lo=$(get "$k.min"); hi=$(get "$k.max")
 	if [[ -z $m ]]; then
 		why=$(get "${k%.*}.why")
@@ -1181,23 +1187,11 @@ met() {
 	fi
 }
 
-# sc KEY [UNIT] [DECIMALS]: a system's cell: "median [min–max]", or n/a with
-# the reason (KEY's own, or the system's when it is not installed)
-sc() {
-	local k=$1 unit=${2:-/s} d=${3:-0} why
-	if [[ -z $(get "$k") ]]; then
-		why=$(get "${k%.*}.why")
-		echo "n/a${why:+ ($why)}"
-		return
-	fi
-	cell "$k" "$unit" "$d"
-}
-
-# lc KEY: sc of KEY.rate with the p50/p99 latency of KEY (and for batpak the
+# lc KEY: the cell of KEY.rate with the p50/p99 latency of KEY (and for batpak the
 # events per writer fdatasync)
 lc() {
 	local k=$1 out
-	out=$(sc "$k.rate")
+	out=$(cell "$k.rate")
 	[[ -z $(get "$k.p50") ]] || out="$out; p50 $(grp "$(get "$k.p50")" 2), p99 $(grp "$(get "$k.p99")" 2) ms"
 	[[ -z $(get "$k.per_fsync") ]] || out="$out; $(printf '%.1f' "$(get "$k.per_fsync")") per fdatasync"
 	echo "$out"
@@ -1289,13 +1283,13 @@ report() {
 
 	# transactions
 	row "one event per transaction, 1 client: \`BEGIN; append; COMMIT\` vs the autocommit rows of 1 client" \
-		"$(lc tx1.bptx); avg $(sc tx1.bptx.lat ' ms' 3)" "$(sc w1.plain.lat ' ms' 3) avg" "$(sc w1.mdb.lat ' ms' 3) avg" "$(sc w1.pgq.lat ' ms' 3) avg" \
+		"$(lc tx1.bptx); avg $(cell tx1.bptx.lat ' ms' 3)" "$(cell w1.plain.lat ' ms' 3) avg" "$(cell w1.mdb.lat ' ms' 3) avg" "$(cell w1.pgq.lat ' ms' 3) avg" \
 		"$(rt tx1.bptx.rate w1.plain.rate)" "$(rt tx1.bptx.rate w1.mdb.rate)" "$(rt tx1.bptx.rate w1.pgq.rate)" "— (pays the batpak fdatasync and PostgreSQL's commit)" "—"
 	row "one event per transaction, 32 clients: \`BEGIN; append; COMMIT\` (3 runs alternating with the row below) vs the autocommit rows of 32 clients (measured in the sweep above)" \
-		"$(sc bptx32.rate)" "$(sc w32.plain.rate)" "$(sc w32.mdb.rate)" "$(sc w32.pgq.rate)" \
+		"$(cell bptx32.rate)" "$(cell w32.plain.rate)" "$(cell w32.mdb.rate)" "$(cell w32.pgq.rate)" \
 		"$(rt bptx32.rate w32.plain.rate)" "$(rt bptx32.rate w32.mdb.rate)" "$(rt bptx32.rate w32.pgq.rate)" "≥ 1× plain" "$(goal_ratio bptx32.rate w32.plain.rate 1)"
 	row "the same while another transaction holds a pending batpak event open (runs alternating with the row above)" \
-		"$(sc bptx32open.rate) = $(rt bptx32open.rate bptx32.rate) of the row above" "—" "—" "—" "—" "—" "—" "≥ 0.9× (at most 10% slower)" "$(goal_ratio bptx32open.rate bptx32.rate 0.9)"
+		"$(cell bptx32open.rate) = $(rt bptx32open.rate bptx32.rate) of the row above" "—" "—" "—" "—" "—" "—" "≥ 0.9× (at most 10% slower)" "$(goal_ratio bptx32open.rate bptx32.rate 0.9)"
 	row "ten events per transaction, 32 clients: \`BEGIN;\` 10 × append / INSERT / write_message / insert_event \`COMMIT;\` (events/s)" \
 		"$(lc tx10.bptx)" "$(lc tx10.plain)" "$(lc tx10.mdb)" "$(lc tx10.pgq)" \
 		"$(rt tx10.bptx.rate tx10.plain.rate)" "$(rt tx10.bptx.rate tx10.mdb.rate)" "$(rt tx10.bptx.rate tx10.pgq.rate)" "—" "—"
@@ -1303,7 +1297,7 @@ report() {
 		"$(lc tx10.bpb)" "(row above)" "(row above)" "(row above)" \
 		"$(rt tx10.bpb.rate tx10.plain.rate)" "$(rt tx10.bpb.rate tx10.mdb.rate)" "$(rt tx10.bpb.rate tx10.pgq.rate)" "—" "—"
 	row "three gates written in SQL, 32 clients, immediate mode (runs alternating with no gates)" \
-		"$(sc bpgates3.rate) = $(rt bpgates3.rate bpgates0.rate) of $(sc bpgates0.rate) without gates" "—" "—" "—" "—" "—" "—" "≥ 0.8×" "$(goal_ratio bpgates3.rate bpgates0.rate 0.8)"
+		"$(cell bpgates3.rate) = $(rt bpgates3.rate bpgates0.rate) of $(cell bpgates0.rate) without gates" "—" "—" "—" "—" "—" "—" "≥ 0.8×" "$(goal_ratio bpgates3.rate bpgates0.rate 0.8)"
 
 	# batches
 	local build=""
@@ -1313,32 +1307,32 @@ report() {
 		build="; building the array alone: $(cell b1.bpbuild.rate ' events/s'), $(printf '%.0f' "$(calc '100 * b / a' -v a="$a" -v b="$b")")% of the statement time"
 	fi
 	row "1,000 events in one statement, 1 client: \`append_batch\` (immediate mode) / INSERT … SELECT / 1,000 × write_message / 1,000 × insert_event (events/s)" \
-		"$(sc b1.bp.rate)$build" "$(sc b1.plain.rate)" "$(sc b1.mdb.rate)" "$(sc b1.pgq.rate)" \
+		"$(cell b1.bp.rate)$build" "$(cell b1.plain.rate)" "$(cell b1.mdb.rate)" "$(cell b1.pgq.rate)" \
 		"$(rt b1.bp.rate b1.plain.rate)" "$(rt b1.bp.rate b1.mdb.rate)" "$(rt b1.bp.rate b1.pgq.rate)" "≥ 200,000 events/s" "$(met "$(get b1.bp.rate)" '>=' 200000)"
-	row "the same, 4 clients" "$(sc b4.bp.rate)" "$(sc b4.plain.rate)" "—" "—" "$(rt b4.bp.rate b4.plain.rate)" "—" "—" "≥ 200,000 events/s" "$(met "$(get b4.bp.rate)" '>=' 200000)"
+	row "the same, 4 clients" "$(cell b4.bp.rate)" "$(cell b4.plain.rate)" "—" "—" "$(rt b4.bp.rate b4.plain.rate)" "—" "—" "≥ 200,000 events/s" "$(met "$(get b4.bp.rate)" '>=' 200000)"
 	row "bulk load of $(grp "$NLOAD") events, $(grp "$LOAD_BATCH") per statement, 1 run (PgQ: $(grp "$NCONS"), 1,000 per statement and a tick each)" \
-		"$(sc bpload.rate)" "$(sc baseload.rate)" "— (inserted directly)" "$(sc pgqload.rate)" \
+		"$(cell bpload.rate)" "$(cell baseload.rate)" "— (inserted directly)" "$(cell pgqload.rate)" \
 		"$(rt bpload.rate baseload.rate)" "—" "$(rt bpload.rate pgqload.rate)" "—" "—"
 
 	# reads
 	local wm=""
 	[[ -z $(get bpall_wm64.rate) ]] || wm=" (work_mem=64MB: $(cell bpall_wm64.rate /s))"
 	row "\`count(*)\` of \`read_all()\`, $(num bpall.rows) events, vs \`count(*)\` of the table$small" \
-		"$(sc bpall.rate)$wm" "$(sc baseall.rate)" "—" "—" "$(rt bpall.rate baseall.rate)" "—" "—" "≥ 1,000,000 events/s" "$(met "$(get bpall.rate)" '>=' 1000000)"
+		"$(cell bpall.rate)$wm" "$(cell baseall.rate)" "—" "—" "$(rt bpall.rate baseall.rate)" "—" "—" "≥ 1,000,000 events/s" "$(met "$(get bpall.rate)" '>=' 1000000)"
 	wm=""
 	[[ -z $(get bpstream_wm64.rate) ]] || wm=" (work_mem=64MB: $(cell bpstream_wm64.rate /s))"
 	row "\`count(*)\` of \`read_stream\` of one entity of $(num bpstream.rows) events, vs \`count(*) … WHERE stream = …\`" \
-		"$(sc bpstream.rate)$wm" "$(sc basestream.rate)" "—" "—" "$(rt bpstream.rate basestream.rate)" "—" "—" "≥ 1,000,000 events/s" "$(met "$(get bpstream.rate)" '>=' 1000000)"
+		"$(cell bpstream.rate)$wm" "$(cell basestream.rate)" "—" "—" "$(rt bpstream.rate basestream.rate)" "—" "—" "≥ 1,000,000 events/s" "$(met "$(get bpstream.rate)" '>=' 1000000)"
 	row "stream reads: a random whole stream of 100 events, 1 client (events/s; average ms per stream)" \
-		"$(sc sr.bp.rate); $(sc sr.bp.lat ' ms' 3)" "$(sc sr.plain.rate); $(sc sr.plain.lat ' ms' 3)" "$(sc sr.mdb.rate); $(sc sr.mdb.lat ' ms' 3)" "—" \
+		"$(cell sr.bp.rate); $(cell sr.bp.lat ' ms' 3)" "$(cell sr.plain.rate); $(cell sr.plain.lat ' ms' 3)" "$(cell sr.mdb.rate); $(cell sr.mdb.lat ' ms' 3)" "—" \
 		"$(rt sr.bp.rate sr.plain.rate)" "$(rt sr.bp.rate sr.mdb.rate)" "—" "—" "—"
 	row "global / category reads: a random page of 1,000 (\`read_all(after, 1000)\` / keyset page on version / \`get_category_messages\`), 1 client (events/s)" \
-		"$(sc pg.bp.rate)" "$(sc pg.plain.rate)" "$(sc pg.mdb.rate)" "—" \
+		"$(cell pg.bp.rate)" "$(cell pg.plain.rate)" "$(cell pg.mdb.rate)" "—" \
 		"$(rt pg.bp.rate pg.plain.rate)" "$(rt pg.bp.rate pg.mdb.rate)" "—" "—" "—"
 
 	# consumers
 	row "consumption from the start, pages of 1,000, each committing the consumer's position: \`cursor_read(name, 1000)\` / keyset page + position table / \`get_category_messages\` + position message / PgQ batch (events/s)" \
-		"$(sc bpcread.rate) ($(num bpcread.rows) events)" "$(sc basepage.rate) ($(num basepage.rows) rows)" "$(sc mdbcons.rate) ($(num mdbcons.rows) messages)" "$(sc pgqcons.rate) ($(num pgqcons.rows) events)" \
+		"$(cell bpcread.rate) ($(num bpcread.rows) events)" "$(cell basepage.rate) ($(num basepage.rows) rows)" "$(cell mdbcons.rate) ($(num mdbcons.rows) messages)" "$(cell pgqcons.rate) ($(num pgqcons.rows) events)" \
 		"$(rt bpcread.rate basepage.rate)" "$(rt bpcread.rate mdbcons.rate)" "$(rt bpcread.rate pgqcons.rate)" \
 		"≥ 1,000,000 events/s; ≥ 10× Message DB" "$(met "$(get bpcread.rate)" '>=' 1000000), $(goal_ratio bpcread.rate mdbcons.rate 10)"
 	local rl="—"
