@@ -71,7 +71,7 @@ ENCODING = UTF8
 # Our own installcheck (below) runs all three suites, also as root.
 NO_INSTALLCHECK = 1
 
-EXTRA_CLEAN = tmp_check tmp_check_regress tmp_check_iso results output_iso \
+EXTRA_CLEAN = tmp_check tmp_check_regress tmp_check_iso tmp_check_assert results output_iso \
 	regression.diffs regression.out log test-summary.log
 
 PG_CONFIG ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_config)
@@ -104,7 +104,7 @@ endif
 
 SETUP = test/setup
 
-.PHONY: deps install-ext test test-crash test-long demo demo-stop bench installcheck \
+.PHONY: deps install-ext test test-crash test-long demo demo-stop bench check-assert installcheck \
 	installcheck-regress installcheck-isolation installcheck-tap check-tap \
 	run-regress run-isolation run-tap
 
@@ -187,6 +187,11 @@ installcheck-isolation:
 
 installcheck-tap check-tap:
 	@$(RUN_TESTS) tap
+
+# Every suite against a PostgreSQL 15 built with assertions from the source
+# tree PGSRC (Debian's server has none); see test/setup/assert-check.sh.
+check-assert:
+	@$(SETUP)/assert-check.sh '$(PGSRC)'
 
 ifneq ($(PGXS),)
 # The raw suites, as PGXS would run them.  They must not run as root, and
