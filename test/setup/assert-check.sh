@@ -20,7 +20,7 @@
 #
 #   make check-assert PGSRC=/path/to/postgresql-15
 #
-# It takes about 4 minutes to build PostgreSQL on 2 cores, then as long as
+# It takes about 2 minutes to build PostgreSQL on 2 cores, then as long as
 # "make installcheck".
 
 set -euo pipefail
