@@ -1045,9 +1045,9 @@ with_open_transaction() {
 # the plain table's BEGIN; INSERT; COMMIT (the same round trips) at 1
 # client (latency) and at 32 (the autocommit rows of sec_writes are the
 # other baselines' one-per-transaction figures); then at 32 alternating
-# with runs where another transaction holds a pending event open.  Ten: ten appends /
-# inserts / write_message / insert_event in one transaction, and batpak's
-# append_batch of ten, at 32 clients.
+# with runs where another transaction holds a pending event open.  Ten:
+# ten appends / inserts / write_message / insert_event in one transaction,
+# and batpak's append_batch of ten, at 32 clients.
 sec_tx_writes() {
 	fresh_write_tables
 	if has bptx; then
