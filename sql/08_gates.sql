@@ -208,6 +208,37 @@ REVOKE ALL ON FUNCTION batpak.gate_create(text, regprocedure, text, text[], text
 DROP FUNCTION gate_busy(batpak.new_event), gate_first_denies(batpak.new_event),
     gate_second_raises(batpak.new_event);
 
+-- an idempotent retry of a stored append gets its first receipt although
+-- a gate would deny it now (nothing is written); a new key is judged, also
+-- in a batch; a key of a pending event is not enough (its transaction may
+-- still roll back), so there the gates run
+SELECT written_sequence AS before_idem FROM batpak.stats \gset
+SELECT entity_sequence, global_sequence - :before_idem AS rel
+  FROM batpak.append('go-idem', 'shop', 'order.placed', '{"total": 50}',
+                     idempotency_key => 'gk-1');
+SELECT settle();
+SELECT entity_sequence, global_sequence - :before_idem AS rel
+  FROM batpak.append('go-idem', 'shop', 'order.placed', '{"total": 500}',
+                     idempotency_key => 'gk-1');
+SELECT try($$SELECT batpak.append('go-idem', 'shop', 'order.placed', '{"total": 500}',
+                                  idempotency_key => 'gk-2')$$);
+SELECT try($$SELECT count(*) FROM batpak.append_batch(ARRAY[
+    ROW('go-idem', 'shop', 'order.placed', '{"total": 500}', NULL, NULL, 'gk-1', NULL, NULL)::batpak.new_event,
+    ROW('go-idem', 'shop', 'order.placed', '{"total": 500}', NULL, NULL, 'gk-3', NULL, NULL)::batpak.new_event])$$);
+SELECT entity_sequence, global_sequence - :before_idem AS rel FROM batpak.append_batch(ARRAY[
+    ROW('go-idem', 'shop', 'order.placed', '{"total": 500}', NULL, NULL, 'gk-1', NULL, NULL)::batpak.new_event,
+    ROW('go-idem', 'shop', 'order.placed', '{"total": 70}', NULL, NULL, 'gk-5', NULL, NULL)::batpak.new_event]);
+BEGIN;
+SELECT entity_sequence FROM batpak.append('go-idem', 'shop', 'order.placed', '{"total": 60}',
+                                          idempotency_key => 'gk-4');
+SELECT try($$SELECT batpak.append('go-idem', 'shop', 'order.placed', '{"total": 600}',
+                                  idempotency_key => 'gk-4')$$);
+SELECT entity_sequence FROM batpak.append('go-idem', 'shop', 'order.placed', '{"total": 60}',
+                                          idempotency_key => 'gk-4');
+ROLLBACK;
+SELECT entity_sequence, payload, metadata FROM batpak.read_stream('go-idem');
+SELECT written_sequence - :before_idem AS written FROM batpak.stats;
+
 -- dropping a gate's function removes the gate; gate_drop removes one
 DROP FUNCTION gate_raises(batpak.new_event);
 SELECT gate FROM batpak.gates;

@@ -10,12 +10,14 @@
  * the matching gates in name order, in the appending backend, with the
  * caller's privileges (an ordinary function call, through a kept SPI plan:
  * the caller needs EXECUTE on it, and only a SECURITY DEFINER gate function
- * runs as its owner, by its owner's choice).  NULL lets the event pass; text denies it: the
- * append fails with BP002, naming the gate and carrying the text, and with
- * batpak.record_denials on, a batpak.denial event is first appended to the
- * entity's stream (in immediate mode: the denial stays recorded although
- * the denied call's transaction rolls back).  An error raised by a gate
- * function fails the append with that error.
+ * runs as its owner, by its owner's choice); an item whose idempotency key
+ * is already stored skips them (batpak_idem_stored).  NULL lets the event
+ * pass; text denies it: the append fails with BP002, naming the gate and
+ * carrying the text, and with batpak.record_denials on, a batpak.denial
+ * event is first appended to the entity's stream (in immediate mode: the
+ * denial stays recorded although the denied call's transaction rolls
+ * back).  An error raised by a gate function fails the append with that
+ * error.
  *
  * The definitions are cached per backend; a statement trigger on the table
  * (batpak.gates_changed) sends a relcache invalidation for it, so that
@@ -592,6 +594,65 @@ batpak_mark_bypass(BatpakNewEvent *e)
 				 errdetail("The bypass is recorded in the metadata under \"%s\".", BATPAK_BYPASS_KEY)));
 }
 
+/* Does any gate apply to e? */
+static bool
+batpak_gates_any_match(const BatpakNewEvent *e)
+{
+	for (int i = 0; i < ngates; i++)
+		if (batpak_gate_matches(&gates[i], e))
+			return true;
+	return false;
+}
+
+/*
+ * Is the idempotency key idem already taken by an event that stays?  Then
+ * the writer answers the append with that event's receipt and writes
+ * nothing (writer.c, pass 1 of a request), so the gates have nothing to
+ * judge: a retry of an append that succeeded, the very case idempotency
+ * keys are for, must not be denied because a gate (or what it reads)
+ * changed since.
+ *
+ * Only an event that can no longer go away counts: entered in the index
+ * neither pending (its transaction may still roll back, and then this
+ * append is written and must pass the gates) nor hidden, and durable (with
+ * batpak.synchronous_commit off a writer crash could drop it).  The
+ * durable frontier is read after the lookup and checked against the
+ * index's incarnation, as batpak_read_snapshot does: a writer restarted in
+ * between makes us say no.  Saying no is always safe, it only runs the
+ * gates; so does a store that is not ready (the append then fails or waits
+ * as it would have).  A committed event the writer has not settled yet
+ * (still flagged pending) also gets a no.
+ */
+static bool
+batpak_idem_stored(const text *idem)
+{
+	BatpakIndex *idx;
+	uint8		key[BATPAK_KEY_LEN];
+	uint64		seq;
+	uint64		pos;
+	uint64		durable;
+	BatpakFrame f;
+
+	if (pg_atomic_read_u32(&BatpakCtl->state) != BATPAK_STATE_READY)
+		return false;
+	idx = batpak_attach_index(false);
+	if (idx == NULL)
+		return false;
+	batpak_hash_key(VARDATA_ANY(idem), VARSIZE_ANY_EXHDR(idem), key);
+	if (!batpak_index_find_idem(idx, key, &seq))
+		return false;
+	pos = batpak_index_seq_pos(idx, seq);
+	durable = pg_atomic_read_u64(&BatpakCtl->durable_seq);
+	pg_read_barrier();
+	if (pg_atomic_read_u32(&BatpakCtl->incarnation) != idx->incarnation ||
+		seq > durable || (pos & BATPAK_POS_FLAGS) != 0)
+		return false;
+	/* the index holds a hash of the key: compare the key itself */
+	batpak_read_frame(pos, &f);
+	return f.idem_len == VARSIZE_ANY_EXHDR(idem) &&
+		memcmp(f.idem, VARDATA_ANY(idem), f.idem_len) == 0;
+}
+
 /*
  * Pass one proposed event through the gates (item: its 1-based place in a
  * batch, 0 for a lone append).  Raises BP002 at the first denial.
@@ -605,6 +666,8 @@ batpak_gates_apply(BatpakNewEvent *e, int item)
 		return;
 	}
 	batpak_gates_ensure();
+	if (e->idem != NULL && batpak_gates_any_match(e) && batpak_idem_stored(e->idem))
+		return;
 	gate_depth++;
 	PG_TRY();
 	{
