@@ -222,7 +222,7 @@ SELECT entity_sequence, global_sequence - :before_idem AS rel
                      idempotency_key => 'gk-1');
 SELECT try($$SELECT batpak.append('go-idem', 'shop', 'order.placed', '{"total": 500}',
                                   idempotency_key => 'gk-2')$$);
-SELECT try($$SELECT count(*) FROM batpak.append_batch(ARRAY[
+SELECT try_detail($$SELECT count(*) FROM batpak.append_batch(ARRAY[
     ROW('go-idem', 'shop', 'order.placed', '{"total": 500}', NULL, NULL, 'gk-1', NULL, NULL)::batpak.new_event,
     ROW('go-idem', 'shop', 'order.placed', '{"total": 500}', NULL, NULL, 'gk-3', NULL, NULL)::batpak.new_event])$$);
 SELECT entity_sequence, global_sequence - :before_idem AS rel FROM batpak.append_batch(ARRAY[

@@ -612,10 +612,14 @@ batpak_gates_any_match(const BatpakNewEvent *e)
  * keys are for, must not be denied because a gate (or what it reads)
  * changed since.
  *
- * Only an event that can no longer go away counts: entered in the index
- * neither pending (its transaction may still roll back, and then this
- * append is written and must pass the gates) nor hidden, and durable (with
- * batpak.synchronous_commit off a writer crash could drop it).  The
+ * Only an event that the writer will not take back counts: entered in the
+ * index neither pending (its transaction may still roll back, and then
+ * this append is written and must pass the gates) nor hidden, and durable
+ * (with batpak.synchronous_commit off a writer crash could drop it).  (A
+ * commit that PostgreSQL's own synchronous_commit = off leaves unflushed
+ * can still be lost in a crash of the server, and the event with it; but
+ * then this append is lost with it, or its retry finds no key and passes
+ * the gates.)  The
  * durable frontier is read after the lookup and checked against the
  * index's incarnation, as batpak_read_snapshot does: a writer restarted in
  * between makes us say no.  Saying no is always safe, it only runs the
@@ -647,8 +651,12 @@ batpak_idem_stored(const text *idem)
 	if (pg_atomic_read_u32(&BatpakCtl->incarnation) != idx->incarnation ||
 		seq > durable || (pos & BATPAK_POS_FLAGS) != 0)
 		return false;
-	/* the index holds a hash of the key: compare the key itself */
-	batpak_read_frame(pos, &f);
+	/*
+	 * The index holds a hash of the key: compare the key itself.  A frame
+	 * that cannot be read is the writer's to report: say no.
+	 */
+	if (batpak_try_read_frame(pos, &f) != NULL)
+		return false;
 	return f.idem_len == VARSIZE_ANY_EXHDR(idem) &&
 		memcmp(f.idem, VARDATA_ANY(idem), f.idem_len) == 0;
 }
