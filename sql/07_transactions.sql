@@ -131,3 +131,40 @@ SELECT transactions_committed - :c0 AS committed,
        events_discarded - :d0 AS discarded,
        pending_transactions, pending_events
   FROM batpak.stats;
+
+-- a transaction holds at most batpak.max_transaction_events pending events
+-- (superusers only): the call that would pass the limit fails with 54000
+-- and writes nothing, the transaction keeps what it has; immediate appends
+-- do not count
+SET batpak.max_transaction_events = 5;
+BEGIN;
+SELECT count(*) FROM batpak.append_batch(ARRAY[
+    ROW('tx-cap', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
+    ROW('tx-cap', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
+    ROW('tx-cap', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event]);
+SELECT try_detail($$SELECT count(*) FROM batpak.append_batch(ARRAY[
+    ROW('tx-cap', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
+    ROW('tx-cap', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
+    ROW('tx-cap', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event])$$);
+SELECT entity_sequence FROM batpak.append('tx-cap', 'tx', 'k', '{}');
+SELECT entity_sequence FROM batpak.append('tx-cap', 'tx', 'k', '{}');
+SELECT try_detail($$SELECT batpak.append('tx-cap', 'tx', 'k', '{}')$$);
+SET LOCAL batpak.transactional = off;
+SELECT count(*) FROM batpak.append_batch(ARRAY[
+    ROW('tx-cap-imm', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
+    ROW('tx-cap-imm', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
+    ROW('tx-cap-imm', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
+    ROW('tx-cap-imm', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
+    ROW('tx-cap-imm', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
+    ROW('tx-cap-imm', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event]);
+COMMIT;
+-- a new transaction starts from nothing
+SELECT entity_sequence FROM batpak.append('tx-cap', 'tx', 'k', '{}');
+RESET batpak.max_transaction_events;
+SELECT entity, count(*), max(entity_sequence) FROM batpak.read_all(:base)
+ WHERE entity LIKE 'tx-cap%' GROUP BY entity ORDER BY entity;
+CREATE ROLE tx_cap_user;
+SET ROLE tx_cap_user;
+SELECT try($$SET batpak.max_transaction_events = 100$$);
+RESET ROLE;
+DROP ROLE tx_cap_user;

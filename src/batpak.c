@@ -27,6 +27,7 @@ bool		batpak_synchronous_commit = true;
 int			batpak_flush_delay_ms = BATPAK_DEFAULT_FLUSH_DELAY_MS;
 int			batpak_writer_timeout_ms = BATPAK_DEFAULT_WRITER_TIMEOUT_MS;
 bool		batpak_transactional = true;
+int			batpak_max_transaction_events = 10000000;
 int			batpak_inject_fault = BATPAK_FAULT_NONE;
 
 /* Faults the tests inject (superuser only; see docs/decisions.md) */
@@ -129,6 +130,17 @@ batpak_define_gucs(void)
 							 PGC_USERSET,
 							 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("batpak.max_transaction_events",
+							"Most batpak events one transaction may hold pending.",
+							"The writer keeps about 160 bytes of memory per pending event until its transaction ends.",
+							&batpak_max_transaction_events,
+							10000000,
+							1,
+							INT_MAX,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("batpak.record_denials",
 							 "Whether a gate's denial is appended to the entity's stream as a batpak.denial event.",

@@ -319,6 +319,8 @@ typedef struct BatpakRequest
 								 * immediate mode (0 if it has none) */
 	uint64		xid_lsn;		/* WAL that must be flushed before the frames
 								 * are written (see xact.c), or 0 */
+	uint64		max_txn_events; /* transactional: batpak.max_transaction_events
+								 * of the submitter, else 0 */
 	int			fault;			/* the submitter's batpak.inject_fault */
 	TransactionId wait_xid;		/* reply WAIT: the transaction to wait for */
 	Size		total_size;
@@ -396,6 +398,7 @@ extern bool batpak_synchronous_commit;
 extern int	batpak_flush_delay_ms;
 extern int	batpak_writer_timeout_ms;
 extern bool batpak_transactional;
+extern int	batpak_max_transaction_events;
 extern int	batpak_inject_fault;
 
 #define BATPAK_FAULT_NONE			0

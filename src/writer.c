@@ -1139,6 +1139,35 @@ writer_build_request(BatpakRequest *req, TimestampTz committed_at, bool retried)
 		return BUILD_REFUSED;
 	}
 
+	/*
+	 * A transaction's pending events live in W.txns (about 160 bytes each)
+	 * until it ends: cap them per transaction, as the submitter's
+	 * batpak.max_transaction_events says, so that one runaway transaction
+	 * cannot exhaust this process's memory (an allocation failure after
+	 * the group's write would end the writer, and its successor would meet
+	 * the same events again in recovery).  Counted before the idempotency
+	 * hits, which are not added: a bound, not an exact figure.  A backend
+	 * has one request out at a time, so no other request of the same
+	 * transaction is in this group.
+	 */
+	if (req->top_xid != 0 && req->max_txn_events > 0)
+	{
+		WriterTxn  *t = hash_search(W.txns, &req->top_xid, HASH_FIND, NULL);
+		uint64		have = t ? (uint64) t->nevents : 0;
+
+		if (have + req->nevents > req->max_txn_events)
+		{
+			char		detail[256];
+
+			snprintf(detail, sizeof(detail),
+					 "The transaction holds " UINT64_FORMAT " pending events and this call appends %u more; the limit is " UINT64_FORMAT " (batpak.max_transaction_events). Commit in smaller transactions, or append with batpak.transactional = off.",
+					 have, req->nevents, req->max_txn_events);
+			writer_set_error(req, ERRCODE_PROGRAM_LIMIT_EXCEEDED, detail,
+							 "transaction has too many pending batpak events");
+			return BUILD_REFUSED;
+		}
+	}
+
 	/* pass 1: idempotency hits, and the size of what is to be written */
 	dup = palloc0(sizeof(bool) * Max(req->nevents, 1));
 	ev = (BatpakEventReq *) req->events;

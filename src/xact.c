@@ -206,6 +206,7 @@ batpak_xact_prepare_request(BatpakRequest *req)
 			batpak_logged_xid = GetCurrentTransactionId();
 		}
 		req->xid_lsn = batpak_logged_lsn;
+		req->max_txn_events = (uint64) batpak_max_transaction_events;
 		batpak_pending_top = req->top_xid;
 	}
 	else
@@ -213,6 +214,7 @@ batpak_xact_prepare_request(BatpakRequest *req)
 		req->top_xid = 0;
 		req->xid = 0;
 		req->xid_lsn = 0;
+		req->max_txn_events = 0;
 	}
 	req->requester_top = batpak_my_top_xid();
 }
