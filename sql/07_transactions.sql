@@ -136,6 +136,8 @@ SELECT transactions_committed - :c0 AS committed,
 -- (superusers only): the call that would pass the limit fails with 54000
 -- and writes nothing, the transaction keeps what it has; immediate appends
 -- do not count
+SELECT entity_sequence FROM batpak.append('tx-cap-key', 'tx', 'k', '{}',
+                                          idempotency_key => 'cap-k1');
 SET batpak.max_transaction_events = 5;
 BEGIN;
 SELECT count(*) FROM batpak.append_batch(ARRAY[
@@ -149,6 +151,9 @@ SELECT try_detail($$SELECT count(*) FROM batpak.append_batch(ARRAY[
 SELECT entity_sequence FROM batpak.append('tx-cap', 'tx', 'k', '{}');
 SELECT entity_sequence FROM batpak.append('tx-cap', 'tx', 'k', '{}');
 SELECT try_detail($$SELECT batpak.append('tx-cap', 'tx', 'k', '{}')$$);
+-- an idempotent retry writes nothing: it gets its receipt at the limit
+SELECT (batpak.get(r.event_id)).entity, r.entity_sequence
+  FROM batpak.append('tx-cap-key', 'tx', 'k', '{}', idempotency_key => 'cap-k1') r;
 SET LOCAL batpak.transactional = off;
 SELECT count(*) FROM batpak.append_batch(ARRAY[
     ROW('tx-cap-imm', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
@@ -158,8 +163,24 @@ SELECT count(*) FROM batpak.append_batch(ARRAY[
     ROW('tx-cap-imm', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
     ROW('tx-cap-imm', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event]);
 COMMIT;
--- a new transaction starts from nothing
+-- a new transaction starts from nothing; a rolled-back savepoint gives
+-- its events' room back
 SELECT entity_sequence FROM batpak.append('tx-cap', 'tx', 'k', '{}');
+BEGIN;
+SAVEPOINT a;
+SELECT count(*) FROM batpak.append_batch(ARRAY[
+    ROW('tx-cap-sp', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
+    ROW('tx-cap-sp', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
+    ROW('tx-cap-sp', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
+    ROW('tx-cap-sp', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event]);
+ROLLBACK TO a;
+SELECT count(*) FROM batpak.append_batch(ARRAY[
+    ROW('tx-cap-sp', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
+    ROW('tx-cap-sp', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
+    ROW('tx-cap-sp', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
+    ROW('tx-cap-sp', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
+    ROW('tx-cap-sp', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event]);
+COMMIT;
 RESET batpak.max_transaction_events;
 SELECT entity, count(*), max(entity_sequence) FROM batpak.read_all(:base)
  WHERE entity LIKE 'tx-cap%' GROUP BY entity ORDER BY entity;

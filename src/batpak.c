@@ -27,7 +27,7 @@ bool		batpak_synchronous_commit = true;
 int			batpak_flush_delay_ms = BATPAK_DEFAULT_FLUSH_DELAY_MS;
 int			batpak_writer_timeout_ms = BATPAK_DEFAULT_WRITER_TIMEOUT_MS;
 bool		batpak_transactional = true;
-int			batpak_max_transaction_events = 10000000;
+int			batpak_max_transaction_events = 1000000;
 int			batpak_inject_fault = BATPAK_FAULT_NONE;
 
 /* Faults the tests inject (superuser only; see docs/decisions.md) */
@@ -135,7 +135,7 @@ batpak_define_gucs(void)
 							"Most batpak events one transaction may hold pending.",
 							"The writer keeps about 160 bytes of memory per pending event until its transaction ends.",
 							&batpak_max_transaction_events,
-							10000000,
+							1000000,
 							1,
 							INT_MAX,
 							PGC_SUSET,

@@ -1139,35 +1139,6 @@ writer_build_request(BatpakRequest *req, TimestampTz committed_at, bool retried)
 		return BUILD_REFUSED;
 	}
 
-	/*
-	 * A transaction's pending events live in W.txns (about 160 bytes each)
-	 * until it ends: cap them per transaction, as the submitter's
-	 * batpak.max_transaction_events says, so that one runaway transaction
-	 * cannot exhaust this process's memory (an allocation failure after
-	 * the group's write would end the writer, and its successor would meet
-	 * the same events again in recovery).  Counted before the idempotency
-	 * hits, which are not added: a bound, not an exact figure.  A backend
-	 * has one request out at a time, so no other request of the same
-	 * transaction is in this group.
-	 */
-	if (req->top_xid != 0 && req->max_txn_events > 0)
-	{
-		WriterTxn  *t = hash_search(W.txns, &req->top_xid, HASH_FIND, NULL);
-		uint64		have = t ? (uint64) t->nevents : 0;
-
-		if (have + req->nevents > req->max_txn_events)
-		{
-			char		detail[256];
-
-			snprintf(detail, sizeof(detail),
-					 "The transaction holds " UINT64_FORMAT " pending events and this call appends %u more; the limit is " UINT64_FORMAT " (batpak.max_transaction_events). Commit in smaller transactions, or append with batpak.transactional = off.",
-					 have, req->nevents, req->max_txn_events);
-			writer_set_error(req, ERRCODE_PROGRAM_LIMIT_EXCEEDED, detail,
-							 "transaction has too many pending batpak events");
-			return BUILD_REFUSED;
-		}
-	}
-
 	/* pass 1: idempotency hits, and the size of what is to be written */
 	dup = palloc0(sizeof(bool) * Max(req->nevents, 1));
 	ev = (BatpakEventReq *) req->events;
@@ -1222,6 +1193,55 @@ writer_build_request(BatpakRequest *req, TimestampTz committed_at, bool retried)
 	}
 	if (nwrite == 0)
 		return BUILD_OK;
+
+	/*
+	 * A transaction's pending events live in W.txns (160 bytes each) until
+	 * it ends: cap them per transaction, as the submitter's
+	 * batpak.max_transaction_events says, so that one runaway transaction
+	 * cannot exhaust this process's memory.  Idempotent hits are not
+	 * added, so they do not count: a retry at the limit still gets its
+	 * receipt.  A backend has one request out at a time, so no other
+	 * request of the same transaction is in this group; its rolled-back
+	 * savepoints are normally settled already (announced before this
+	 * request), but settle them once more before refusing.
+	 *
+	 * The room is reserved here, inside the caller's PG_TRY: an allocation
+	 * failure refuses this request, where the same failure in
+	 * writer_txn_add, after the group's write, would end the writer.  (The
+	 * first request of a transaction needs at most a batch's worth, taken
+	 * at publication.)
+	 */
+	if (req->top_xid != 0 && req->max_txn_events > 0)
+	{
+		WriterTxn  *t = hash_search(W.txns, &req->top_xid, HASH_FIND, NULL);
+		uint64		have = t ? (uint64) t->nevents : 0;
+
+		if (have + nwrite > req->max_txn_events)
+		{
+			char		detail[256];
+
+			if (!retried && t != NULL)
+			{
+				W.resolve_target = req->top_xid;
+				return BUILD_RESOLVE;
+			}
+			snprintf(detail, sizeof(detail),
+					 "The transaction holds " UINT64_FORMAT " pending events and this call appends %u more; the limit is " UINT64_FORMAT " (batpak.max_transaction_events). Commit in smaller transactions, or append with batpak.transactional = off.",
+					 have, nwrite, req->max_txn_events);
+			writer_set_error(req, ERRCODE_PROGRAM_LIMIT_EXCEEDED, detail,
+							 "transaction has too many pending batpak events");
+			return BUILD_REFUSED;
+		}
+		if (t != NULL && t->nevents + nwrite > t->maxevents)
+		{
+			Size		newmax = t->maxevents;
+
+			while (newmax < t->nevents + nwrite)
+				newmax *= 2;
+			t->events = repalloc_huge(t->events, newmax * sizeof(WriterPub));
+			t->maxevents = newmax;
+		}
+	}
 
 	/* a request never spans segments: rotate first if it would not fit */
 	if (W.write_off > BATPAK_SEGMENT_HEADER_SIZE &&
