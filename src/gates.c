@@ -619,13 +619,12 @@ batpak_gates_any_match(const BatpakNewEvent *e)
  * commit that PostgreSQL's own synchronous_commit = off leaves unflushed
  * can still be lost in a crash of the server, and the event with it; but
  * then this append is lost with it, or its retry finds no key and passes
- * the gates.)  The
- * durable frontier is read after the lookup and checked against the
- * index's incarnation, as batpak_read_snapshot does: a writer restarted in
- * between makes us say no.  Saying no is always safe, it only runs the
- * gates; so does a store that is not ready (the append then fails or waits
- * as it would have).  A committed event the writer has not settled yet
- * (still flagged pending) also gets a no.
+ * the gates.)  The durable frontier is read after the lookup and checked
+ * against the index's incarnation, as batpak_read_snapshot does: a writer
+ * restarted in between makes us say no.  Saying no is always safe, it
+ * only runs the gates; so does a store that is not ready (the append then
+ * fails or waits as it would have).  A committed event the writer has not
+ * settled yet (still flagged pending) also gets a no.
  */
 static bool
 batpak_idem_stored(const text *idem)
