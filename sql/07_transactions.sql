@@ -136,18 +136,16 @@ SELECT transactions_committed - :c0 AS committed,
 -- (superusers only): the call that would pass the limit fails with 54000
 -- and writes nothing, the transaction keeps what it has; immediate appends
 -- do not count
+CREATE FUNCTION tx_cap_events(entity text, n int) RETURNS batpak.new_event[]
+LANGUAGE sql AS $$
+    SELECT array_agg(ROW(entity, 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event)
+      FROM generate_series(1, n) $$;
 SELECT entity_sequence FROM batpak.append('tx-cap-key', 'tx', 'k', '{}',
                                           idempotency_key => 'cap-k1');
 SET batpak.max_transaction_events = 5;
 BEGIN;
-SELECT count(*) FROM batpak.append_batch(ARRAY[
-    ROW('tx-cap', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
-    ROW('tx-cap', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
-    ROW('tx-cap', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event]);
-SELECT try_detail($$SELECT count(*) FROM batpak.append_batch(ARRAY[
-    ROW('tx-cap', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
-    ROW('tx-cap', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
-    ROW('tx-cap', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event])$$);
+SELECT count(*) FROM batpak.append_batch(tx_cap_events('tx-cap', 3));
+SELECT try_detail($$SELECT count(*) FROM batpak.append_batch(tx_cap_events('tx-cap', 3))$$);
 SELECT entity_sequence FROM batpak.append('tx-cap', 'tx', 'k', '{}');
 SELECT entity_sequence FROM batpak.append('tx-cap', 'tx', 'k', '{}');
 SELECT try_detail($$SELECT batpak.append('tx-cap', 'tx', 'k', '{}')$$);
@@ -155,31 +153,16 @@ SELECT try_detail($$SELECT batpak.append('tx-cap', 'tx', 'k', '{}')$$);
 SELECT (batpak.get(r.event_id)).entity, r.entity_sequence
   FROM batpak.append('tx-cap-key', 'tx', 'k', '{}', idempotency_key => 'cap-k1') r;
 SET LOCAL batpak.transactional = off;
-SELECT count(*) FROM batpak.append_batch(ARRAY[
-    ROW('tx-cap-imm', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
-    ROW('tx-cap-imm', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
-    ROW('tx-cap-imm', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
-    ROW('tx-cap-imm', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
-    ROW('tx-cap-imm', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
-    ROW('tx-cap-imm', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event]);
+SELECT count(*) FROM batpak.append_batch(tx_cap_events('tx-cap-imm', 6));
 COMMIT;
 -- a new transaction starts from nothing; a rolled-back savepoint gives
 -- its events' room back
 SELECT entity_sequence FROM batpak.append('tx-cap', 'tx', 'k', '{}');
 BEGIN;
 SAVEPOINT a;
-SELECT count(*) FROM batpak.append_batch(ARRAY[
-    ROW('tx-cap-sp', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
-    ROW('tx-cap-sp', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
-    ROW('tx-cap-sp', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
-    ROW('tx-cap-sp', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event]);
+SELECT count(*) FROM batpak.append_batch(tx_cap_events('tx-cap-sp', 4));
 ROLLBACK TO a;
-SELECT count(*) FROM batpak.append_batch(ARRAY[
-    ROW('tx-cap-sp', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
-    ROW('tx-cap-sp', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
-    ROW('tx-cap-sp', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
-    ROW('tx-cap-sp', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
-    ROW('tx-cap-sp', 'tx', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event]);
+SELECT count(*) FROM batpak.append_batch(tx_cap_events('tx-cap-sp', 5));
 COMMIT;
 RESET batpak.max_transaction_events;
 SELECT entity, count(*), max(entity_sequence) FROM batpak.read_all(:base)
@@ -189,3 +172,4 @@ SET ROLE tx_cap_user;
 SELECT try($$SET batpak.max_transaction_events = 100$$);
 RESET ROLE;
 DROP ROLE tx_cap_user;
+DROP FUNCTION tx_cap_events(text, int);
