@@ -432,6 +432,20 @@ writer_publish(Size from, Size to)
  * Pending transactions
  * ----------------------------------------------------------------
  */
+/* Room for n more pending events of t (the array doubles) */
+static void
+writer_txn_reserve(WriterTxn *t, Size n)
+{
+	Size		newmax = t->maxevents;
+
+	if (t->nevents + n <= newmax)
+		return;
+	while (newmax < t->nevents + n)
+		newmax *= 2;
+	t->events = repalloc_huge(t->events, newmax * sizeof(WriterPub));
+	t->maxevents = newmax;
+}
+
 static void
 writer_txn_add(const WriterPub *p)
 {
@@ -447,11 +461,7 @@ writer_txn_add(const WriterPub *p)
 										   t->maxevents * sizeof(WriterPub));
 		pg_atomic_fetch_add_u64(&BatpakCtl->pending_transactions, 1);
 	}
-	if (t->nevents >= t->maxevents)
-	{
-		t->maxevents *= 2;
-		t->events = repalloc_huge(t->events, t->maxevents * sizeof(WriterPub));
-	}
+	writer_txn_reserve(t, 1);
 	t->events[t->nevents++] = *p;
 	pg_atomic_fetch_add_u64(&BatpakCtl->pending_events, 1);
 }
@@ -1232,15 +1242,8 @@ writer_build_request(BatpakRequest *req, TimestampTz committed_at, bool retried)
 							 "transaction has too many pending batpak events");
 			return BUILD_REFUSED;
 		}
-		if (t != NULL && t->nevents + nwrite > t->maxevents)
-		{
-			Size		newmax = t->maxevents;
-
-			while (newmax < t->nevents + nwrite)
-				newmax *= 2;
-			t->events = repalloc_huge(t->events, newmax * sizeof(WriterPub));
-			t->maxevents = newmax;
-		}
+		if (t != NULL)
+			writer_txn_reserve(t, nwrite);
 	}
 
 	/* a request never spans segments: rotate first if it would not fit */
