@@ -428,6 +428,7 @@ typedef struct BatpakMap
 	uint32		segno;
 	char	   *addr;
 	Size		len;
+	uint32		segments;		/* BatpakCtl->segments when mapped */
 } BatpakMap;
 
 static BatpakMap batpak_maps[BATPAK_MAX_MAPS];
@@ -462,9 +463,23 @@ batpak_map_segment(uint32 segno, uint64 need_end)
 		if (batpak_maps[i].segno != segno || batpak_maps[i].addr == NULL)
 			continue;
 		m = &batpak_maps[i];
-		if (need_end <= m->len)
+
+		/*
+		 * A mapping of what was then the newest segment can be longer than
+		 * the file once a rotation has cut the old segment's zero-filled
+		 * preallocation off.  Published frames all lie before the cut, but a
+		 * frame whose length field is damaged would send the CRC past the
+		 * end of the file: SIGBUS, which takes the whole server down instead
+		 * of reporting the damage.  So such a mapping is redone once the
+		 * store has more segments.  Segments are numbered from 1 without
+		 * gaps, so a segment numbered below the count when it was mapped
+		 * was already finished, its size final.
+		 */
+		if (need_end <= m->len &&
+			(m->segno < m->segments ||
+			 m->segments == pg_atomic_read_u32(&BatpakCtl->segments)))
 			return m;
-		/* the file has grown since: map it again */
+		/* the file has grown or may have been cut since: map it again */
 		munmap(m->addr, m->len);
 		m->addr = NULL;
 		break;
@@ -485,6 +500,9 @@ batpak_map_segment(uint32 segno, uint64 need_end)
 		m->addr = NULL;
 	}
 	m->segno = segno;
+	/* before the size: a rotation after it makes the mapping be redone */
+	m->segments = pg_atomic_read_u32(&BatpakCtl->segments);
+	pg_read_barrier();
 
 	batpak_segment_path(path, segno);
 	fd = BasicOpenFile(path, O_RDONLY | PG_BINARY);

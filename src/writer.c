@@ -246,6 +246,7 @@ typedef struct WriterState
 static WriterState W;
 
 static void writer_flush_async(bool force);
+static void writer_synced(void);
 static void writer_discard_unsynced(void);
 static void writer_wake_consumers(void);
 
@@ -965,7 +966,7 @@ writer_rotate(void)
 	writer_truncate(W.fd, W.segno, W.write_off);
 	writer_fsync_fd(W.fd, W.segno);
 	close(W.fd);
-	W.unsynced = false;
+	writer_synced();
 
 	W.fd = writer_create_segment(W.segno + 1);
 	W.segno++;
@@ -1030,7 +1031,7 @@ writer_write_group(bool sync)
 	if (sync)
 	{
 		writer_fsync_fd(W.fd, W.segno);
-		W.unsynced = false;
+		writer_synced();
 	}
 }
 
@@ -1772,6 +1773,23 @@ writer_flush_async(bool force)
 									batpak_flush_delay_ms))
 		return;
 	writer_fsync_fd(W.fd, W.segno);
+	writer_synced();
+}
+
+/*
+ * Everything written so far is on disk: the events of the groups before
+ * this one (written_seq) are durable now.  Every sync goes through here,
+ * because a sync that leaves durable_seq behind also clears W.unsynced, and
+ * nothing would then move durable_seq until a later group wrote events: a
+ * rotation for a request that is then refused, or a group of resolution
+ * markers and idempotent hits, used to leave the asynchronous events before
+ * it out of the cursors' and notifications' reach on a quiet store.  The
+ * current group's own events become durable with their publication at the
+ * group's end (writer_serve_group), after their index entries.
+ */
+static void
+writer_synced(void)
+{
 	W.unsynced = false;
 	pg_atomic_write_u64(&BatpakCtl->durable_seq,
 						pg_atomic_read_u64(&BatpakCtl->written_seq));
@@ -2354,7 +2372,12 @@ writer_unfinished_segment(uint32 segno)
  * through, by its successor before recovery; an error leaves the flag set
  * for the next try.  A crash of the whole server in between loses the mark
  * (it lives in shared memory): recovery then takes the files as they are,
- * as PostgreSQL's crash recovery takes the WAL it finds.
+ * as PostgreSQL's crash recovery takes the WAL it finds.  The zeros go
+ * from the end of the file backwards, so that a crash in the middle leaves
+ * the shape recovery knows, frames and then zeros (at worst a few of the
+ * unacknowledged frames stay, as after a crash before the discard, and the
+ * boundary looks like a torn tail).  Forwards, it left zeros, then frames,
+ * which recovery must refuse as damage.
  */
 static void
 writer_discard_unsynced(void)
@@ -2419,9 +2442,13 @@ writer_discard_unsynced(void)
 		 * read can fail on the disk that just failed a write, and the blocks
 		 * are allocated, so this needs no free space.
 		 */
-		for (uint64 pos = off; pos < (uint64) st.st_size; pos += sizeof(zeros))
-			writer_pwrite(fd, segno, zeros,
-						  Min(sizeof(zeros), (uint64) st.st_size - pos), pos);
+		for (uint64 end = (uint64) st.st_size; end > off;)
+		{
+			uint64		start = end - Min(sizeof(zeros), end - off);
+
+			writer_pwrite(fd, segno, zeros, end - start, start);
+			end = start;
+		}
 		if (pg_fsync(fd) != 0)
 			writer_io_error("fsync", segno, off);
 		ereport(LOG,
@@ -2569,9 +2596,6 @@ writer_recover(void)
 		}
 		if (cut != 0)
 		{
-			ereport(LOG,
-					(errmsg("batpak: truncated torn tail of segment %08X.seg at offset " UINT64_FORMAT " (" UINT64_FORMAT " bytes discarded)",
-							segno, cut, (uint64) st.st_size - cut)));
 			/* only the newest segment is cut; it is synced below */
 			Assert(newest);
 			/* a tail can only be torn after the last sync: check first */
@@ -2584,6 +2608,9 @@ writer_recover(void)
 				return false;
 			}
 			writer_truncate(fd, segno, cut);
+			ereport(LOG,
+					(errmsg("batpak: truncated torn tail of segment %08X.seg at offset " UINT64_FORMAT " (" UINT64_FORMAT " bytes discarded)",
+							segno, cut, (uint64) st.st_size - cut)));
 			st.st_size = cut;
 		}
 		else if (data_end != (uint64) st.st_size && !newest)
