@@ -110,6 +110,22 @@ SET LOCAL batpak.transactional = off;
 SELECT try($$SELECT batpak.append('tx-mix', 'tx', 'k', '{}')$$);
 SELECT entity_sequence FROM batpak.append('tx-mix-2', 'tx', 'k', '{}');
 COMMIT;
+-- nor may an immediate append name a pending event of its transaction as its
+-- cause or reuse its idempotency key: it would be visible at once, and stay
+-- so, pointing at an event that may still roll back
+BEGIN;
+SELECT event_id AS mix_cause FROM batpak.append('tx-mix-3', 'tx', 'k', '{}',
+                                                idempotency_key => 'tx-mix-key') \gset
+SET LOCAL batpak.transactional = off;
+SELECT try(format($$SELECT batpak.append('tx-mix-4', 'tx', 'k', '{}', causation_id => %L)$$,
+                  :'mix_cause'));
+SELECT try($$SELECT batpak.append('tx-mix-4', 'tx', 'k', '{}', idempotency_key => 'tx-mix-key')$$);
+SELECT try($$SELECT count(*) FROM batpak.append_batch(ARRAY[
+  ROW('tx-mix-4', 'tx', 'k', '{}', NULL, NULL, 'tx-mix-key', NULL, NULL)::batpak.new_event])$$);
+SELECT batpak.stream_version('tx-mix-4') AS nothing_immediate;
+ROLLBACK;
+SELECT batpak.stream_version('tx-mix-3') AS cause_rolled_back,
+       batpak.stream_version('tx-mix-4') AS nothing_stored;
 SELECT entity, entity_sequence, kind FROM batpak.read_all(:base)
  WHERE entity LIKE 'tx-mix%' ORDER BY global_sequence;
 

@@ -722,7 +722,11 @@ writer_group_has_txn(uint64 top)
  * May req use an entity, idempotency key or causation held by pending
  * transaction top (whose waiting xid is xid)?  BUILD_OK for no transaction
  * and for req's own; otherwise settle the holder once (it may have ended
- * without telling us yet), then make req wait for it.
+ * without telling us yet), then make req wait for it.  An immediate-mode
+ * request of the holding transaction itself is refused: its events are
+ * visible at once, so they cannot follow, be caused by or stand for
+ * (idempotency) events that may still roll back, and it cannot wait for
+ * its own transaction.
  */
 static WriterBuild
 writer_check_pending(BatpakRequest *req, uint64 top, uint64 xid, bool append,
@@ -750,11 +754,14 @@ writer_check_pending(BatpakRequest *req, uint64 top, uint64 xid, bool append,
 	}
 	if (top == req->requester_top)
 	{
-		if (!append)
-			return BUILD_OK;
-		writer_set_error(req, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-						 "The entity has events appended by this transaction while batpak.transactional was on; they are not committed yet.",
-						 "cannot append in immediate mode to an entity with pending events of this transaction");
+		if (append)
+			writer_set_error(req, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+							 "The entity has events appended by this transaction while batpak.transactional was on; they are not committed yet.",
+							 "cannot append in immediate mode to an entity with pending events of this transaction");
+		else
+			writer_set_error(req, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+							 "The causation_id or idempotency key names an event appended by this transaction while batpak.transactional was on; it is not committed yet.",
+							 "cannot refer in immediate mode to a pending event of this transaction");
 		return BUILD_REFUSED;
 	}
 	if (!retried && !writer_group_has_txn(top))
