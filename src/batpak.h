@@ -416,6 +416,8 @@ extern void batpak_shmem_startup(void);
 extern void batpak_check_loaded(void);
 extern BatpakIndex *batpak_attach_index(bool require_ready);
 extern BatpakIndex *batpak_read_snapshot(uint64 *frontier, uint64 *published);
+extern BatpakIndex *batpak_read_snapshot_ex(uint64 *frontier, uint64 *published,
+											bool require_ready);
 extern bool batpak_visible_frame(BatpakIndex *idx, uint64 seq, BatpakFrame *f);
 extern uint64 batpak_visible_stream_count(BatpakIndex *idx, const uint8 *key);
 extern const char *batpak_state_name(BatpakState state);
@@ -455,6 +457,8 @@ extern void batpak_frame_compute_hash(const BatpakFrame *f, uint8 *out);
 extern void batpak_unmap_all(void);
 extern void batpak_read_frame(uint64 pos, BatpakFrame *f);
 extern const char *batpak_try_read_frame(uint64 pos, BatpakFrame *f);
+extern const char *batpak_reader_try_frame(BatpakIndex *idx, uint64 pos, BatpakFrame *f);
+extern void batpak_reader_frame(BatpakIndex *idx, uint64 pos, BatpakFrame *f);
 extern void batpak_write_segment_header(int fd, uint32 segno, const uint8 *store_id);
 extern bool batpak_check_segment_header(const char *buf, uint32 segno,
 										uint8 *store_id, const char **why);

@@ -414,18 +414,21 @@ batpak_cursor_wait(PG_FUNCTION_ARGS)
 	{
 		uint32		state = pg_atomic_read_u32(&BatpakCtl->state);
 		long		timeout = -1;
+		uint64		frontier;
+		uint64		published;
+		BatpakIndex *idx = NULL;
 
 		/*
 		 * A writer (re)starting: wait for it like for events (it broadcasts
 		 * when it is ready; the 1 s cap covers a start that fails).  Only a
-		 * failed store is an error (batpak_read_snapshot raises it).
+		 * failed store is an error (batpak_read_snapshot_ex raises it); the
+		 * writer may also stop after the look at the state, and during the
+		 * walk (which then stops, blocked).
 		 */
 		if (state == BATPAK_STATE_READY || state == BATPAK_STATE_FAILED)
+			idx = batpak_read_snapshot_ex(&frontier, &published, false);
+		if (idx != NULL)
 		{
-			uint64		frontier;
-			uint64		published;
-			BatpakIndex *idx = batpak_read_snapshot(&frontier, &published);
-
 			/* a new writer may have recovered fewer events: look again */
 			if (idx->incarnation != incarnation)
 			{

@@ -332,10 +332,22 @@ batpak_attach_index(bool require_ready)
 BatpakIndex *
 batpak_read_snapshot(uint64 *frontier, uint64 *published)
 {
+	return batpak_read_snapshot_ex(frontier, published, true);
+}
+
+/*
+ * The same, or NULL when the writer is not ready (it may stop between a
+ * caller's look at the state and this); a failed store still raises.
+ */
+BatpakIndex *
+batpak_read_snapshot_ex(uint64 *frontier, uint64 *published, bool require_ready)
+{
 	for (;;)
 	{
-		BatpakIndex *idx = batpak_attach_index(true);
+		BatpakIndex *idx = batpak_attach_index(require_ready);
 
+		if (idx == NULL)
+			return NULL;
 		*frontier = pg_atomic_read_u64(&BatpakCtl->visible_seq);
 		if (published != NULL)
 			*published = pg_atomic_read_u64(&BatpakCtl->written_seq);

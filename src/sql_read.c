@@ -285,14 +285,30 @@ batpak_entity_key(text *entity, uint8 *key)
 }
 
 /*
+ * Read the frame at pos for a reader (batpak_reader_frame), or for a probe
+ * (a walk without output: cursor_wait's question whether an event is
+ * there), which must not fail when the writer restarts: it would only wake
+ * its caller early, who takes a new snapshot and asks again.
+ */
+static void
+batpak_walk_frame(BatpakIndex *idx, uint64 pos, BatpakFrame *f, bool probe)
+{
+	if (probe)
+		batpak_read_frame(pos, f);
+	else
+		batpak_reader_frame(idx, pos, f);
+}
+
+/*
  * May this session see the published event at seq?  Committed events are
  * visible to all, pending ones as the clog says (batpak_pending_visible),
  * rolled-back ones to nobody.  Reads the frame into *f.  *in_progress (if
- * given) is set when the event's transaction has not ended.
+ * given) is set when the event's transaction has not ended.  probe: see
+ * batpak_walk_frame.
  */
 static bool
 batpak_visible_frame_ex(BatpakIndex *idx, uint64 seq, BatpakFrame *f,
-						bool *in_progress)
+						bool *in_progress, bool probe)
 {
 	uint64		pos = batpak_index_seq_pos(idx, seq);
 	bool		running = false;
@@ -302,7 +318,7 @@ batpak_visible_frame_ex(BatpakIndex *idx, uint64 seq, BatpakFrame *f,
 		visible = false;
 	else
 	{
-		batpak_read_frame(pos, f);
+		batpak_walk_frame(idx, pos, f, probe);
 		if (pos & BATPAK_POS_PENDING)
 			visible = batpak_pending_visible(f, &running);
 	}
@@ -314,7 +330,7 @@ batpak_visible_frame_ex(BatpakIndex *idx, uint64 seq, BatpakFrame *f,
 bool
 batpak_visible_frame(BatpakIndex *idx, uint64 seq, BatpakFrame *f)
 {
-	return batpak_visible_frame_ex(idx, seq, f, NULL);
+	return batpak_visible_frame_ex(idx, seq, f, NULL, false);
 }
 
 /*
@@ -509,6 +525,19 @@ batpak_walk_global(BatpakIndex *idx, uint64 frontier, uint64 limit,
 		uint64		pos;
 
 		CHECK_FOR_INTERRUPTS();
+
+		/*
+		 * A probe stops when its index is no longer the writer's, or the
+		 * writer is not serving (it may be zeroing what it had not synced,
+		 * see batpak_reader_try_frame): its caller takes a new snapshot.
+		 */
+		if (out == NULL &&
+			(pg_atomic_read_u32(&BatpakCtl->incarnation) != idx->incarnation ||
+			 pg_atomic_read_u32(&BatpakCtl->state) != BATPAK_STATE_READY))
+		{
+			walk->blocked = true;
+			break;
+		}
 		pos = batpak_index_seq_pos(idx, seq);
 		if (pos & BATPAK_POS_HIDDEN)
 		{
@@ -517,11 +546,12 @@ batpak_walk_global(BatpakIndex *idx, uint64 frontier, uint64 limit,
 			continue;
 		}
 		if (seq <= frontier || !(pos & BATPAK_POS_PENDING))
-			batpak_read_frame(pos, &f);
+			batpak_walk_frame(idx, pos, &f, out == NULL);
 		else
 		{
 			bool		in_progress;
-			bool		visible = batpak_visible_frame_ex(idx, seq, &f, &in_progress);
+			bool		visible = batpak_visible_frame_ex(idx, seq, &f, &in_progress,
+														  out == NULL);
 
 			/* in progress and visible: our own pending event */
 			if (in_progress)

@@ -572,6 +572,48 @@ batpak_read_frame(uint64 pos, BatpakFrame *f)
 		batpak_report_corrupt(BATPAK_POS_SEGNO(pos), BATPAK_POS_OFFSET(pos), why);
 }
 
+/*
+ * batpak_try_read_frame for a backend reading through idx, the index of one
+ * writer incarnation.  What an index says about the files holds for its
+ * incarnation only: after an I/O error the writer overwrites the events it
+ * had not synced yet with zeros, and its successor writes new events, with
+ * the same sequences, at the same offsets.  A successor bumps the
+ * incarnation before it touches the files, so a frame decoded while the
+ * incarnation is still the index's is that incarnation's own.  Otherwise,
+ * or when a frame cannot be decoded while the writer is failing or gone,
+ * the read stops with an error that says to repeat it, rather than return
+ * another incarnation's event or call discarded bytes damage.  (A read that
+ * spans a writer restart fails even when its events were all durable: the
+ * restart is rare, the check is one atomic read per frame.)
+ */
+const char *
+batpak_reader_try_frame(BatpakIndex *idx, uint64 pos, BatpakFrame *f)
+{
+	const char *why = batpak_try_read_frame(pos, f);
+
+	pg_read_barrier();
+	if (pg_atomic_read_u32(&BatpakCtl->incarnation) != idx->incarnation ||
+		(why != NULL &&
+		 (BatpakCtl->io_failed ||
+		  pg_atomic_read_u32(&BatpakCtl->state) != BATPAK_STATE_READY)))
+		ereport(ERROR,
+				(errcode(ERRCODE_BATPAK_WRITER_UNAVAILABLE),
+				 errmsg("batpak writer stopped or restarted during the read"),
+				 errdetail("Events appended with batpak.synchronous_commit = off and not synced yet may have been discarded."),
+				 errhint("Repeat the read.")));
+	return why;
+}
+
+/* batpak_reader_try_frame, reporting a damaged frame */
+void
+batpak_reader_frame(BatpakIndex *idx, uint64 pos, BatpakFrame *f)
+{
+	const char *why = batpak_reader_try_frame(idx, pos, f);
+
+	if (why != NULL)
+		batpak_report_corrupt(BATPAK_POS_SEGNO(pos), BATPAK_POS_OFFSET(pos), why);
+}
+
 /* Segment header: magic, version, segno, store id, created at, CRC */
 void
 batpak_write_segment_header(int fd, uint32 segno, const uint8 *store_id)

@@ -56,7 +56,7 @@ verify_one(BatpakIndex *idx, const char *entity, const uint8 *key, Tuplestoresta
 
 		CHECK_FOR_INTERRUPTS();
 		first_bad = i + 1;
-		why = batpak_try_read_frame(pos, &f);
+		why = batpak_reader_try_frame(idx, pos, &f);
 		if (why != NULL)
 		{
 			detail = psprintf("frame in segment %08X.seg at offset %u: %s",
@@ -159,7 +159,7 @@ batpak_verify_chain(PG_FUNCTION_ARGS)
 		{
 			BatpakFrame f;
 			uint64		pos = batpak_index_seq_pos(idx, firsts[i]);
-			const char *why = batpak_try_read_frame(pos, &f);
+			const char *why = batpak_reader_try_frame(idx, pos, &f);
 
 			if (why != NULL)
 				targets[i].entity = psprintf("(unreadable: segment %08X.seg offset %u: %s)",

@@ -1705,6 +1705,13 @@ writer_serve_group(WriterGroupReq *group)
 			for (int i = 0; i < n; i++)
 				writer_reply(&group[i]);
 			W.group_fault = BATPAK_FAULT_NONE;
+
+			/*
+			 * Not serving from here on: a reader that meets the zeros
+			 * (batpak_reader_try_frame) is told the writer stopped rather
+			 * than that the store is damaged.
+			 */
+			batpak_set_state(BATPAK_STATE_STOPPED);
 			/* a failure here leaves io_failed set for the successor */
 			PG_TRY();
 			{
