@@ -53,6 +53,7 @@
 #include "access/transam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "access/xlog_internal.h"
 #include "common/file_perm.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -247,6 +248,7 @@ static WriterState W;
 
 static void writer_flush_async(bool force);
 static void writer_synced(void);
+static XLogRecPtr writer_wal_inserted(void);
 static void writer_discard_unsynced(void);
 static void writer_wake_consumers(void);
 
@@ -654,7 +656,7 @@ writer_resolve_txn(WriterTxn *t, XLogRecPtr commit_lsn)
 		writer_emit_marker(BATPAK_FLAG_MARKER_COMMIT, top, NULL, 0);
 		/* the marker must not reach the disk before the commit record */
 		if (XLogRecPtrIsInvalid(commit_lsn))
-			commit_lsn = GetXLogInsertRecPtr();
+			commit_lsn = writer_wal_inserted();
 		W.marker_lsn = Max(W.marker_lsn, commit_lsn);
 	}
 	else
@@ -663,6 +665,28 @@ writer_resolve_txn(WriterTxn *t, XLogRecPtr commit_lsn)
 		writer_emit_marker(BATPAK_FLAG_MARKER_ABORT, top, NULL, 0);
 		writer_txn_remove(t);
 	}
+}
+
+/*
+ * The end of the WAL inserted so far, as XLogFlush takes it.
+ * GetXLogInsertRecPtr says where the next record will begin: after a record
+ * that ended exactly at a page boundary, that is past the next page's
+ * header, which no flush reaches before more WAL is inserted, and
+ * XLogFlush fails with "xlog flush request ... is not satisfied" (met under
+ * Valgrind's timing: the writer took it for an I/O error and restarted).
+ * Back off to the boundary then: nothing lies between it and the header.
+ */
+static XLogRecPtr
+writer_wal_inserted(void)
+{
+	XLogRecPtr	lsn = GetXLogInsertRecPtr();
+	uint64		seg_off = XLogSegmentOffset(lsn, wal_segment_size);
+
+	if (seg_off == SizeOfXLogLongPHD)
+		return lsn - SizeOfXLogLongPHD;
+	if (lsn % XLOG_BLCKSZ == SizeOfXLogShortPHD && seg_off > XLOG_BLCKSZ)
+		return lsn - SizeOfXLogShortPHD;
+	return lsn;
 }
 
 /* Settle every pending transaction that can be settled */
