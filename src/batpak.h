@@ -214,6 +214,7 @@ typedef struct BatpakControl
 	pg_atomic_uint64 pending_events;
 	pg_atomic_uint64 store_bytes;
 	pg_atomic_uint32 segments;
+	pg_atomic_uint32 truncations;	/* segment files cut so far (storage.c) */
 
 	TimestampTz started_at;
 	TimestampTz ready_at;

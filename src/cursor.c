@@ -422,21 +422,32 @@ batpak_cursor_wait(PG_FUNCTION_ARGS)
 		 * A writer (re)starting: wait for it like for events (it broadcasts
 		 * when it is ready; the 1 s cap covers a start that fails).  Only a
 		 * failed store is an error (batpak_read_snapshot_ex raises it); the
-		 * writer may also stop after the look at the state, and during the
-		 * walk (which then stops, blocked).
+		 * writer may also stop between the look at the state and the
+		 * snapshot.
 		 */
 		if (state == BATPAK_STATE_READY || state == BATPAK_STATE_FAILED)
 			idx = batpak_read_snapshot_ex(&frontier, &published, false);
 		if (idx != NULL)
 		{
+			uint64		limit = cursor_limit(published);
+
+			/*
+			 * The walk reads without batpak_reader_frame's check, so its
+			 * limit must be a durable frontier of the index's own writer
+			 * (what lies at or below it is never discarded or written
+			 * again): a successor bumps the incarnation before it sets
+			 * durable_seq.
+			 */
+			pg_read_barrier();
+			if (pg_atomic_read_u32(&BatpakCtl->incarnation) != idx->incarnation)
+				continue;
 			/* a new writer may have recovered fewer events: look again */
 			if (idx->incarnation != incarnation)
 			{
 				incarnation = idx->incarnation;
 				walk.next = row.position + 1;
 			}
-			if (batpak_walk_global(idx, frontier, cursor_limit(published), &row.flt,
-								   &walk, 1, NULL) > 0)
+			if (batpak_walk_global(idx, frontier, limit, &row.flt, &walk, 1, NULL) > 0)
 			{
 				found = true;
 				break;

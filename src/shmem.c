@@ -94,6 +94,7 @@ batpak_shmem_startup(void)
 		pg_atomic_init_u64(&BatpakCtl->entities, 0);
 		pg_atomic_init_u64(&BatpakCtl->store_bytes, 0);
 		pg_atomic_init_u32(&BatpakCtl->segments, 0);
+		pg_atomic_init_u32(&BatpakCtl->truncations, 0);
 		BatpakCtl->nslots = batpak_num_slots();
 		for (i = 0; i < BatpakCtl->nslots; i++)
 		{

@@ -287,8 +287,11 @@ batpak_entity_key(text *entity, uint8 *key)
 /*
  * Read the frame at pos for a reader (batpak_reader_frame), or for a probe
  * (a walk without output: cursor_wait's question whether an event is
- * there), which must not fail when the writer restarts: it would only wake
- * its caller early, who takes a new snapshot and asks again.
+ * there), which must not fail when the writer restarts: cursor_wait waits
+ * through restarts.  A probe reads no further than the durable frontier of
+ * its snapshot (cursor_limit), and nothing there is ever discarded or
+ * written again, so the old index still describes those bytes; the caller
+ * sees the new incarnation at its next look and starts over.
  */
 static void
 batpak_walk_frame(BatpakIndex *idx, uint64 pos, BatpakFrame *f, bool probe)
@@ -525,19 +528,6 @@ batpak_walk_global(BatpakIndex *idx, uint64 frontier, uint64 limit,
 		uint64		pos;
 
 		CHECK_FOR_INTERRUPTS();
-
-		/*
-		 * A probe stops when its index is no longer the writer's, or the
-		 * writer is not serving (it may be zeroing what it had not synced,
-		 * see batpak_reader_try_frame): its caller takes a new snapshot.
-		 */
-		if (out == NULL &&
-			(pg_atomic_read_u32(&BatpakCtl->incarnation) != idx->incarnation ||
-			 pg_atomic_read_u32(&BatpakCtl->state) != BATPAK_STATE_READY))
-		{
-			walk->blocked = true;
-			break;
-		}
 		pos = batpak_index_seq_pos(idx, seq);
 		if (pos & BATPAK_POS_HIDDEN)
 		{

@@ -428,7 +428,7 @@ typedef struct BatpakMap
 	uint32		segno;
 	char	   *addr;
 	Size		len;
-	uint32		segments;		/* BatpakCtl->segments when mapped */
+	uint32		truncations;	/* BatpakCtl->truncations when mapped */
 } BatpakMap;
 
 static BatpakMap batpak_maps[BATPAK_MAX_MAPS];
@@ -465,19 +465,17 @@ batpak_map_segment(uint32 segno, uint64 need_end)
 		m = &batpak_maps[i];
 
 		/*
-		 * A mapping of what was then the newest segment can be longer than
-		 * the file once a rotation has cut the old segment's zero-filled
-		 * preallocation off.  Published frames all lie before the cut, but a
-		 * frame whose length field is damaged would send the CRC past the
-		 * end of the file: SIGBUS, which takes the whole server down instead
-		 * of reporting the damage.  So such a mapping is redone once the
-		 * store has more segments.  Segments are numbered from 1 without
-		 * gaps, so a segment numbered below the count when it was mapped
-		 * was already finished, its size final.
+		 * A mapping can be longer than its file once the writer has cut the
+		 * file (a rotation cuts the old segment's zero-filled preallocation
+		 * off, a clean shutdown the newest one's).  Published frames all lie
+		 * before the cut, but a frame whose length field is damaged would
+		 * send the CRC past the end of the file: SIGBUS, which takes the
+		 * whole server down instead of reporting the damage.  So mappings are
+		 * redone after any cut.  (A cut during a read remains possible; it
+		 * takes damage on disk and a rotation in the same instant.)
 		 */
 		if (need_end <= m->len &&
-			(m->segno < m->segments ||
-			 m->segments == pg_atomic_read_u32(&BatpakCtl->segments)))
+			m->truncations == pg_atomic_read_u32(&BatpakCtl->truncations))
 			return m;
 		/* the file has grown or may have been cut since: map it again */
 		munmap(m->addr, m->len);
@@ -500,8 +498,8 @@ batpak_map_segment(uint32 segno, uint64 need_end)
 		m->addr = NULL;
 	}
 	m->segno = segno;
-	/* before the size: a rotation after it makes the mapping be redone */
-	m->segments = pg_atomic_read_u32(&BatpakCtl->segments);
+	/* before the size: a cut after it makes the mapping be redone */
+	m->truncations = pg_atomic_read_u32(&BatpakCtl->truncations);
 	pg_read_barrier();
 
 	batpak_segment_path(path, segno);

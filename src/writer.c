@@ -928,6 +928,8 @@ writer_pwrite(int fd, uint32 segno, const char *data, Size len, uint64 off)
 static void
 writer_truncate(int fd, uint32 segno, uint64 size)
 {
+	/* first: readers' mappings may be longer than the file is about to be */
+	pg_atomic_fetch_add_u32(&BatpakCtl->truncations, 1);
 	if (ftruncate(fd, (off_t) size) != 0)
 		writer_io_error("truncate", segno, size);
 }
@@ -2415,7 +2417,9 @@ writer_unfinished_segment(uint32 segno)
  * the shape recovery knows, frames and then zeros (at worst a few of the
  * unacknowledged frames stay, as after a crash before the discard, and the
  * boundary looks like a torn tail).  Forwards, it left zeros, then frames,
- * which recovery must refuse as damage.
+ * which recovery must refuse as damage.  That holds for a crash of the
+ * server, whose writes the page cache keeps in order; after a power loss the
+ * blocks may reach the disk in any order, as for any unsynced write.
  */
 static void
 writer_discard_unsynced(void)
