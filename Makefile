@@ -10,6 +10,8 @@
 #   make bench    deps (+ PgQ) + build + install + test/bench/run.sh (BENCH_SCALE=...)
 #   make test-crash   the crash loop (test/t/013) with CRASH_ROUNDS (default 50) rounds
 #   make test-long    1,000,000 appends in one session (015) and 100,000 hostile calls (014)
+#   make check-assert PGSRC=...    every suite on PostgreSQL built from PGSRC with assertions
+#   make check-valgrind PGSRC=...  the same with the server under Valgrind's memcheck
 #
 # Test suites (they need an installed batpak, see "make install"):
 #   make installcheck            pg_regress (sql/), isolation (specs/), TAP (test/t/)
@@ -71,7 +73,8 @@ ENCODING = UTF8
 # Our own installcheck (below) runs all three suites, also as root.
 NO_INSTALLCHECK = 1
 
-EXTRA_CLEAN = tmp_check tmp_check_regress tmp_check_iso tmp_check_assert results output_iso \
+EXTRA_CLEAN = tmp_check tmp_check_regress tmp_check_iso tmp_check_assert tmp_check_valgrind \
+	tmp_check_valgrind_suites results output_iso \
 	regression.diffs regression.out log test-summary.log
 
 PG_CONFIG ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_config)
@@ -104,7 +107,8 @@ endif
 
 SETUP = test/setup
 
-.PHONY: deps install-ext test test-crash test-long demo demo-stop bench check-assert installcheck \
+.PHONY: deps install-ext test test-crash test-long demo demo-stop bench check-assert check-valgrind \
+	installcheck \
 	installcheck-regress installcheck-isolation installcheck-tap check-tap \
 	run-regress run-isolation run-tap
 
@@ -192,6 +196,11 @@ installcheck-tap check-tap:
 # tree PGSRC (Debian's server has none); see test/setup/assert-check.sh.
 check-assert:
 	@$(SETUP)/assert-check.sh '$(PGSRC)'
+
+# The same with the server under Valgrind's memcheck (PostgreSQL built with
+# USE_VALGRIND too): fails on any memcheck report.
+check-valgrind:
+	@$(SETUP)/assert-check.sh --valgrind '$(PGSRC)'
 
 ifneq ($(PGXS),)
 # The raw suites, as PGXS would run them.  They must not run as root, and
