@@ -126,6 +126,20 @@ SELECT batpak.stream_version('tx-mix-4') AS nothing_immediate;
 ROLLBACK;
 SELECT batpak.stream_version('tx-mix-3') AS cause_rolled_back,
        batpak.stream_version('tx-mix-4') AS nothing_stored;
+-- but a key or an entity whose pending event a rolled-back savepoint took
+-- away is free again for an immediate append
+BEGIN;
+SAVEPOINT s;
+SELECT entity_sequence FROM batpak.append('tx-mix-5', 'tx', 'k', '{}',
+                                          idempotency_key => 'tx-mix-key-5');
+ROLLBACK TO s;
+SET LOCAL batpak.transactional = off;
+SELECT entity_sequence FROM batpak.append('tx-mix-6', 'tx', 'k', '{}',
+                                          idempotency_key => 'tx-mix-key-5');
+SELECT entity_sequence FROM batpak.append('tx-mix-5', 'tx', 'k', '{}');
+ROLLBACK;
+SELECT batpak.stream_version('tx-mix-5') AS immediate_kept,
+       batpak.stream_version('tx-mix-6') AS keyed_kept;
 SELECT entity, entity_sequence, kind FROM batpak.read_all(:base)
  WHERE entity LIKE 'tx-mix%' ORDER BY global_sequence;
 
