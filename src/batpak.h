@@ -418,7 +418,7 @@ extern void batpak_check_loaded(void);
 extern BatpakIndex *batpak_attach_index(bool require_ready);
 extern BatpakIndex *batpak_read_snapshot(uint64 *frontier, uint64 *published);
 extern BatpakIndex *batpak_read_snapshot_ex(uint64 *frontier, uint64 *published,
-											bool require_ready);
+											uint64 *durable, bool require_ready);
 extern bool batpak_visible_frame(BatpakIndex *idx, uint64 seq, BatpakFrame *f);
 extern uint64 batpak_visible_stream_count(BatpakIndex *idx, const uint8 *key);
 extern const char *batpak_state_name(BatpakState state);

@@ -213,11 +213,20 @@ cursor_move(text *name, uint64 position, uint64 gaps)
 	cursor_exec(CS_MOVE, args, NULL);
 }
 
-/* The limit of a cursor's walk: see the header */
-static uint64
-cursor_limit(uint64 published)
+/*
+ * The snapshot a cursor reads with and the limit of its walk (see the
+ * header): the published and the durable frontier of the index's own
+ * writer.  NULL without require_ready when the writer is not ready.
+ */
+static BatpakIndex *
+cursor_snapshot(uint64 *frontier, uint64 *published, uint64 *limit, bool require_ready)
 {
-	return Min(published, pg_atomic_read_u64(&BatpakCtl->durable_seq));
+	uint64		durable;
+	BatpakIndex *idx = batpak_read_snapshot_ex(frontier, published, &durable,
+											   require_ready);
+
+	*limit = (idx != NULL) ? Min(*published, durable) : 0;
+	return idx;
 }
 
 /*
@@ -236,8 +245,7 @@ cursor_check_sequence(const char *what, int64 seq)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must not be negative", what)));
-	(void) batpak_read_snapshot(&frontier, &published);
-	limit = cursor_limit(published);
+	(void) cursor_snapshot(&frontier, &published, &limit, true);
 	if ((uint64) seq > limit)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -345,6 +353,7 @@ batpak_cursor_read(PG_FUNCTION_ARGS)
 {
 	text	   *name = cursor_name_arg(fcinfo);
 	uint64		max_count = PG_UINT64_MAX;
+	uint64		limit;
 	BatpakOut	out;
 	CursorRow	row;
 	BatpakWalk	walk;
@@ -365,11 +374,11 @@ batpak_cursor_read(PG_FUNCTION_ARGS)
 	cursor_check_owner(name, &row);
 
 	/* we may have waited for the lock: look at the store as it is now */
-	out.idx = batpak_read_snapshot(&out.frontier, &out.published);
+	out.idx = cursor_snapshot(&out.frontier, &out.published, &limit, true);
 	memset(&walk, 0, sizeof(walk));
 	walk.next = row.position + 1;
 	if (max_count > 0)
-		(void) batpak_walk_global(out.idx, out.frontier, cursor_limit(out.published),
+		(void) batpak_walk_global(out.idx, out.frontier, limit,
 								  &row.flt, &walk, max_count, &out);
 	if (walk.next - 1 > row.position)
 		cursor_move(name, walk.next - 1, walk.gaps);
@@ -416,6 +425,7 @@ batpak_cursor_wait(PG_FUNCTION_ARGS)
 		long		timeout = -1;
 		uint64		frontier;
 		uint64		published;
+		uint64		limit;
 		BatpakIndex *idx = NULL;
 
 		/*
@@ -423,24 +433,13 @@ batpak_cursor_wait(PG_FUNCTION_ARGS)
 		 * when it is ready; the 1 s cap covers a start that fails).  Only a
 		 * failed store is an error (batpak_read_snapshot_ex raises it); the
 		 * writer may also stop between the look at the state and the
-		 * snapshot.
+		 * snapshot.  The walk reads without batpak_reader_frame's check,
+		 * which its limit allows (batpak_read_snapshot_ex).
 		 */
 		if (state == BATPAK_STATE_READY || state == BATPAK_STATE_FAILED)
-			idx = batpak_read_snapshot_ex(&frontier, &published, false);
+			idx = cursor_snapshot(&frontier, &published, &limit, false);
 		if (idx != NULL)
 		{
-			uint64		limit = cursor_limit(published);
-
-			/*
-			 * The walk reads without batpak_reader_frame's check, so its
-			 * limit must be a durable frontier of the index's own writer
-			 * (what lies at or below it is never discarded or written
-			 * again): a successor bumps the incarnation before it sets
-			 * durable_seq.
-			 */
-			pg_read_barrier();
-			if (pg_atomic_read_u32(&BatpakCtl->incarnation) != idx->incarnation)
-				continue;
 			/* a new writer may have recovered fewer events: look again */
 			if (idx->incarnation != incarnation)
 			{

@@ -619,12 +619,12 @@ batpak_gates_any_match(const BatpakNewEvent *e)
  * commit that PostgreSQL's own synchronous_commit = off leaves unflushed
  * can still be lost in a crash of the server, and the event with it; but
  * then this append is lost with it, or its retry finds no key and passes
- * the gates.)  The durable frontier is read after the lookup and checked
- * against the index's incarnation, as batpak_read_snapshot does: a writer
- * restarted in between makes us say no.  Saying no is always safe, it
- * only runs the gates; so does a store that is not ready (the append then
- * fails or waits as it would have).  A committed event the writer has not
- * settled yet (still flagged pending) also gets a no.
+ * the gates.)  The durable frontier is the one of the index's own writer
+ * (batpak_read_snapshot_ex), so the event and its frame stay what the
+ * index says even if the writer restarts meanwhile.  Saying no is always
+ * safe, it only runs the gates; so does a store that is not ready (the
+ * append then fails or waits as it would have).  A committed event the
+ * writer has not settled yet (still flagged pending) also gets a no.
  */
 static bool
 batpak_idem_stored(const text *idem)
@@ -633,22 +633,21 @@ batpak_idem_stored(const text *idem)
 	uint8		key[BATPAK_KEY_LEN];
 	uint64		seq;
 	uint64		pos;
+	uint64		frontier;
 	uint64		durable;
 	BatpakFrame f;
 
+	/* a failed store is the append's to report */
 	if (pg_atomic_read_u32(&BatpakCtl->state) != BATPAK_STATE_READY)
 		return false;
-	idx = batpak_attach_index(false);
+	idx = batpak_read_snapshot_ex(&frontier, NULL, &durable, false);
 	if (idx == NULL)
 		return false;
 	batpak_hash_key(VARDATA_ANY(idem), VARSIZE_ANY_EXHDR(idem), key);
 	if (!batpak_index_find_idem(idx, key, &seq))
 		return false;
 	pos = batpak_index_seq_pos(idx, seq);
-	durable = pg_atomic_read_u64(&BatpakCtl->durable_seq);
-	pg_read_barrier();
-	if (pg_atomic_read_u32(&BatpakCtl->incarnation) != idx->incarnation ||
-		seq > durable || (pos & BATPAK_POS_FLAGS) != 0)
+	if (seq > durable || (pos & BATPAK_POS_FLAGS) != 0)
 		return false;
 	/*
 	 * The index holds a hash of the key: compare the key itself.  A frame

@@ -333,15 +333,20 @@ batpak_attach_index(bool require_ready)
 BatpakIndex *
 batpak_read_snapshot(uint64 *frontier, uint64 *published)
 {
-	return batpak_read_snapshot_ex(frontier, published, true);
+	return batpak_read_snapshot_ex(frontier, published, NULL, true);
 }
 
 /*
- * The same, or NULL when the writer is not ready (it may stop between a
- * caller's look at the state and this); a failed store still raises.
+ * The same, also with *durable (if not NULL), the durable frontier of the
+ * index's writer: what lies at or below it that writer never discards, nor
+ * does its successor write there again, so it can be read through this
+ * index whatever happens to the writer after.  Without require_ready, NULL
+ * when the writer is not ready (it may stop between a caller's look at the
+ * state and this); a failed store still raises.
  */
 BatpakIndex *
-batpak_read_snapshot_ex(uint64 *frontier, uint64 *published, bool require_ready)
+batpak_read_snapshot_ex(uint64 *frontier, uint64 *published, uint64 *durable,
+						bool require_ready)
 {
 	for (;;)
 	{
@@ -352,6 +357,8 @@ batpak_read_snapshot_ex(uint64 *frontier, uint64 *published, bool require_ready)
 		*frontier = pg_atomic_read_u64(&BatpakCtl->visible_seq);
 		if (published != NULL)
 			*published = pg_atomic_read_u64(&BatpakCtl->written_seq);
+		if (durable != NULL)
+			*durable = pg_atomic_read_u64(&BatpakCtl->durable_seq);
 		pg_read_barrier();
 		if (pg_atomic_read_u32(&BatpakCtl->incarnation) == idx->incarnation)
 			return idx;

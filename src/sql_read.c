@@ -289,7 +289,7 @@ batpak_entity_key(text *entity, uint8 *key)
  * (a walk without output: cursor_wait's question whether an event is
  * there), which must not fail when the writer restarts: cursor_wait waits
  * through restarts.  A probe reads no further than the durable frontier of
- * its snapshot (cursor_limit), and nothing there is ever discarded or
+ * its snapshot (cursor_snapshot), and nothing there is ever discarded or
  * written again, so the old index still describes those bytes; the caller
  * sees the new incarnation at its next look and starts over.
  */
