@@ -463,8 +463,8 @@ sub wait_pids_gone
 		});
 }
 
-# Simulate a power cut: SIGKILL the postmaster and all its children in one
-# kill(), then wait until every one of them is gone, so that the node can be
+# Simulate a power cut: stop the postmaster and all its children, SIGKILL
+# them, then wait until every one of them is gone, so that the node can be
 # started again.  Returns the number of processes killed.
 sub crash_node
 {
@@ -472,7 +472,13 @@ sub crash_node
 	my $pm = $node->{_pid};
 	croak 'node is not running' unless defined $pm;
 	my @kids = child_pids($pm);
-	note "SIGKILL to postmaster $pm and children @kids";
+	note "SIGSTOP, then SIGKILL to postmaster $pm and children @kids";
+	# All stopped first, so that all die in the same instant: signals go out
+	# one process at a time, and a child that outlives the postmaster by a
+	# moment may see it gone and act on it (the batpak writer leaves the
+	# ready state on its way out, and a backend still running then reports
+	# that instead of losing its connection).
+	kill('STOP', $pm, @kids);
 	my $n = kill('KILL', $pm, @kids);
 	# Same bookkeeping as PostgreSQL::Test::Cluster::kill9.
 	$node->{_pid} = undef;
