@@ -38,6 +38,8 @@ static const struct config_enum_entry batpak_fault_options[] = {
 	{"partial_write", BATPAK_FAULT_PARTIAL_WRITE, false},
 	{"fsync", BATPAK_FAULT_FSYNC, false},
 	{"enospc", BATPAK_FAULT_ENOSPC, false},
+	{"discard_crash", BATPAK_FAULT_DISCARD_CRASH, false},
+	{"read_pause", BATPAK_FAULT_READ_PAUSE, false},
 	{NULL, 0, false}
 };
 bool		batpak_loaded = false;
@@ -166,7 +168,10 @@ batpak_define_gucs(void)
 							 "write, partial_write, fsync, enospc: the writer's write of a group fails (EIO), "
 							 "fails after writing half of it (EIO), its fdatasync fails (EIO), or half is written "
 							 "and the disk is full (ENOSPC); set in a session, for the groups holding that "
-							 "session's appends, set for the server, for every group.",
+							 "session's appends, set for the server, for every group. "
+							 "discard_crash: the fdatasync fails and the server crashes (PANIC) in the middle "
+							 "of discarding what the group wrote. read_pause: the session's reads wait for "
+							 "pg_advisory_lock(108170704871787) to be free before each frame they read.",
 							 &batpak_inject_fault,
 							 BATPAK_FAULT_NONE,
 							 batpak_fault_options,

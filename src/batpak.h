@@ -408,6 +408,12 @@ extern int	batpak_inject_fault;
 #define BATPAK_FAULT_PARTIAL_WRITE	3	/* ... after writing half of it */
 #define BATPAK_FAULT_FSYNC			4	/* the writer's fdatasync fails */
 #define BATPAK_FAULT_ENOSPC			5	/* half written, then disk full */
+#define BATPAK_FAULT_DISCARD_CRASH	6	/* fdatasync fails, then the server
+										 * crashes inside the discard */
+#define BATPAK_FAULT_READ_PAUSE		7	/* a reader waits for an advisory
+										 * lock before each frame it reads */
+/* the advisory lock (one bigint key) a read_pause reader waits for */
+#define BATPAK_READ_PAUSE_LOCK		INT64CONST(0x62617470616b)
 extern bool batpak_loaded;
 
 /* shmem.c */

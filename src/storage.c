@@ -24,6 +24,7 @@
 #include "port/pg_bswap.h"
 #include "port/pg_crc32c.h"
 #include "storage/fd.h"
+#include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
 
 #include "batpak.h"
@@ -587,7 +588,17 @@ batpak_read_frame(uint64 pos, BatpakFrame *f)
 const char *
 batpak_reader_try_frame(BatpakIndex *idx, uint64 pos, BatpakFrame *f)
 {
-	const char *why = batpak_try_read_frame(pos, f);
+	const char *why;
+
+	/*
+	 * Test fault: wait here, between the snapshot and the frame, until a
+	 * test releases the lock (012_faults restarts the writer meanwhile).
+	 * Readers hold no lock of their own at this point.
+	 */
+	if (unlikely(batpak_inject_fault == BATPAK_FAULT_READ_PAUSE))
+		(void) DirectFunctionCall1(pg_advisory_xact_lock_shared_int8,
+								   Int64GetDatum(BATPAK_READ_PAUSE_LOCK));
+	why = batpak_try_read_frame(pos, f);
 
 	pg_read_barrier();
 	if (pg_atomic_read_u32(&BatpakCtl->incarnation) != idx->incarnation ||

@@ -367,7 +367,9 @@ batpak_request_create(uint32 nevents, Size events_size)
 	req->total_size = total;
 	req->receipts_off = receipts_off;
 	req->synchronous = batpak_synchronous_commit;
-	req->fault = batpak_inject_fault;	/* superuser-only, see batpak.c */
+	/* superuser-only, see batpak.c; read_pause is the reader's own */
+	req->fault = (batpak_inject_fault == BATPAK_FAULT_READ_PAUSE) ?
+		BATPAK_FAULT_NONE : batpak_inject_fault;
 	batpak_xact_prepare_request(req);
 	return req;
 }

@@ -215,6 +215,8 @@ typedef struct WriterState
 
 	/* batpak.inject_fault of a request of the group in hand, or NONE */
 	int			group_fault;
+	/* discard_crash: the end of the failed group's data in W.segno, or 0 */
+	uint64		discard_crash_at;
 
 	/* asynchronous appends written but not yet synced */
 	bool		unsynced;
@@ -867,7 +869,8 @@ static void
 writer_fsync_fd(int fd, uint32 segno)
 {
 	Assert(fd == W.fd && segno == W.segno);
-	if (writer_fault() == BATPAK_FAULT_FSYNC)
+	if (writer_fault() == BATPAK_FAULT_FSYNC ||
+		writer_fault() == BATPAK_FAULT_DISCARD_CRASH)
 	{
 		errno = EIO;
 		writer_io_error("fdatasync", segno, W.write_off);
@@ -1730,6 +1733,8 @@ writer_serve_group(WriterGroupReq *group)
 									 "%s", edata->message);
 			for (int i = 0; i < n; i++)
 				writer_reply(&group[i]);
+			if (W.group_fault == BATPAK_FAULT_DISCARD_CRASH)
+				W.discard_crash_at = W.write_off;
 			W.group_fault = BATPAK_FAULT_NONE;
 
 			/*
@@ -2490,6 +2495,17 @@ writer_discard_unsynced(void)
 
 			writer_pwrite(fd, segno, zeros, end - start, start);
 			end = start;
+
+			/*
+			 * Test fault: crash once the zeros reach into the failed group's
+			 * frames, with some of them left to zero; recovery then finds
+			 * the shape a real crash here leaves (see 012_faults).
+			 */
+			if (W.discard_crash_at != 0 && segno == W.segno &&
+				start < W.discard_crash_at && start > off)
+				ereport(PANIC,
+						(errmsg("injected fault: crash in the middle of the discard of segment %08X.seg at offset " UINT64_FORMAT,
+								segno, start)));
 		}
 		if (pg_fsync(fd) != 0)
 			writer_io_error("fsync", segno, off);

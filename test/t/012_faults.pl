@@ -9,7 +9,10 @@
 # events of a failed call are never visible, not even after a kill -9, and
 # their bytes are not in the files.  With the fault set for the whole server
 # (a full disk that stays full), every append fails with 53100 until the
-# fault is gone, then appends work again.
+# fault is gone, then appends work again.  A read held (read_pause) between
+# its snapshot and a frame while the writer fails and is replaced fails with
+# BP003; a crash in the middle of the discard (discard_crash) leaves a store
+# that recovery cuts back to its last sync point.
 
 use strict;
 use warnings;
@@ -246,7 +249,107 @@ my %stored = map { $_ => 1 } split /\n/,
 is_deeply(\%stored, \%acked, 'disk full: exactly the acknowledged appends are stored');
 is(verify_report($node), expected_verify_report($node), 'disk full: chains verify');
 
-# --- 5. a crash after all that changes nothing --------------------------------
+# --- 5. a read that spans a writer restart --------------------------------------
+#
+# A session takes its snapshot while an asynchronous event is there, then
+# (batpak.inject_fault = 'read_pause') waits for an advisory lock before it
+# reads the event's frame.  Meanwhile a failed sync makes the writer discard
+# the unsynced event and stop, and its successor writes another event of the
+# same size with the same sequence at the same offset.  When the session
+# reads on, it must fail with BP003, not return the successor's event as
+# the one its snapshot saw.  The event stays unsynced only until the
+# writer's timed flush (flush_delay, 10 s); should that come first, the
+# successor's event lands elsewhere and the attempt is repeated (bounded).
+
+my $pause_lock = '108170704871787';    # BATPAK_READ_PAUSE_LOCK
+my ($read_out, $read_err, $reused);
+for my $attempt (1 .. 5)
+{
+	my $ent = "span-$attempt";
+	my $holder = $node->background_psql('postgres', on_error_stop => 0, timeout => 120);
+	$holder->query_safe("SELECT pg_advisory_lock($pause_lock)");
+	my $a = sql(qq{SET batpak.synchronous_commit = off; SET batpak.transactional = off;
+	               SELECT global_sequence FROM batpak.append('$ent', 'f', 'k', '{"v": "a"}')});
+	my $reader = $node->background_psql('postgres', on_error_stop => 0, timeout => 120);
+	$reader->query_safe("\\set VERBOSITY verbose\nSET batpak.inject_fault = 'read_pause'");
+	$reader->query_until(qr/reading/,
+		"\\echo reading\nSELECT entity || ' ' || payload::text FROM batpak.read_all($a - 1, 1);\n");
+	ok( deadline_loop(
+			60,
+			sub {
+				sql(qq{SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
+				       AND NOT granted AND mode = 'ShareLock'}) eq '1';
+			}),
+		"span $attempt: the reader waits before the frame of sequence $a");
+
+	my $pid = writer_pid();
+	my ($state) = sql_error($node,
+		qq{SET batpak.transactional = off; SET batpak.inject_fault = 'fsync';
+		   SELECT batpak.append('span-fault', 'f', 'k', '{}')});
+	is($state // 'no error', '58030', "span $attempt: the failing sync's call fails");
+	ok(wait_new_writer($pid), "span $attempt: a new writer serves");
+	my $b = sql(qq{SET batpak.transactional = off;
+	               SELECT global_sequence FROM batpak.append('$ent', 'f', 'k', '{"v": "b"}')});
+
+	$holder->query_safe("SELECT pg_advisory_unlock($pause_lock)");
+	$holder->quit;
+	$reader->{stderr} = '';
+	($read_out) = $reader->query("SELECT 'done'");
+	$read_err = $reader->{stderr};
+	$reader->quit;
+	$reused = ($b eq $a);
+	note "span $attempt: the reader saw sequence $a, the successor wrote $b";
+	last if $reused;
+}
+ok($reused, "span: the successor's event took the discarded event's sequence");
+like($read_err,
+	qr/ERROR:\s+BP003:\s+batpak writer stopped or restarted during the read/,
+	'span: the read across the restart fails with BP003');
+is($read_out, 'done', 'span: and returns no row');
+
+# --- 6. a crash in the middle of the discard ------------------------------------
+#
+# The discard after a failed sync writes its zeros from the end of the file
+# backwards, so that a crash in the middle leaves what recovery knows:
+# frames, then zeros (forwards it left zeros, then frames: damage).  Here
+# the sync of a batch of three 5kB events fails and the server crashes
+# (PANIC) once the zeros reach into the batch's frames with some of them
+# left.  The crash loses the writer's mark of the failed sync (shared
+# memory), so recovery takes the file as it is: it must find the batch
+# without its end mark and cut it off at the last sync point.
+
+{
+	my $label = 'discard crash';
+	my $tag = 'fault-discard-crash';
+	my $before = read_all_text($node);
+	my $sync_point = parse_segment(newest_segment())->{data_end};
+	my $logpos = -s $node->logfile;
+	my $big = 'x' x 5000;
+	my ($state, $msg) = sql_error($node,
+		qq{SET batpak.inject_fault = 'discard_crash';
+		   SELECT count(*) FROM batpak.append_batch(ARRAY[
+			ROW('$tag', 'f', 'k', '{"n": 1, "big": "$big"}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
+			ROW('$tag', 'f', 'k', '{"n": 2, "big": "$big"}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event,
+			ROW('$tag', 'f', 'k', '{"n": 3, "big": "$big"}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event])});
+	# the writer answers the group before it discards, and the crash may
+	# end the session before that answer reaches the client
+	ok( ($state // '') eq '58030'
+		  || ($msg // '') =~ /server closed the connection unexpectedly|terminating connection because of crash/,
+		"$label: the call fails (58030 or the crash) instead of returning a receipt")
+	  or diag "state " . ($state // 'none') . ": " . ($msg // '');
+	ok(wait_state($node, 'ready'), "$label: the server restarts and the writer is ready");
+	my $log = slurp_file($node->logfile, $logpos);
+	like($log, qr/PANIC:\s+injected fault: crash in the middle of the discard of segment 00000001\.seg at offset \d+/,
+		"$label: the writer crashed inside the discard");
+	unlike($log, qr/batpak: discarded \d+ bytes/, "$label: the discard did not finish");
+	like($log,
+		qr/batpak: truncated torn tail of segment 00000001\.seg at offset $sync_point \(\d+ bytes discarded\)/,
+		"$label: recovery cut the unfinished batch off at the last sync point ($sync_point)");
+	unlike($log, qr/batpak: .*(damaged|corrupt)/, "$label: recovery found no damage");
+	check_store($label, $before, $tag, 0);
+}
+
+# --- 7. a crash after all that changes nothing --------------------------------
 
 my $before_crash = read_all_text($node);
 crash_node($node);
