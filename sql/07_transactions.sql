@@ -203,3 +203,61 @@ SELECT try($$SET batpak.max_transaction_events = 100$$);
 RESET ROLE;
 DROP ROLE tx_cap_user;
 DROP FUNCTION tx_cap_events(text, int);
+
+-- Rollbacks to savepoints while the transaction runs: the writer settles
+-- each from the end of the transaction's events (writer_resolve_txn).  A
+-- released savepoint's events go with the enclosing one's rollback;
+-- entity sequences and chains continue from what is left.
+SELECT written_sequence AS sp_base FROM batpak.stats \gset
+BEGIN;
+SELECT entity_sequence FROM batpak.append('sp-a', 'tx', 'k', '{"n": 1}');
+SAVEPOINT s1;
+SELECT entity_sequence FROM batpak.append('sp-a', 'tx', 'k', '{"n": 2}');
+SAVEPOINT s2;
+SELECT entity_sequence FROM batpak.append('sp-b', 'tx', 'k', '{"n": 3}');
+RELEASE s2;
+SELECT entity_sequence FROM batpak.append('sp-a', 'tx', 'k', '{"n": 4}');
+ROLLBACK TO s1;
+SELECT entity_sequence FROM batpak.append('sp-b', 'tx', 'k', '{"n": 5}');
+SELECT entity_sequence FROM batpak.append('sp-a', 'tx', 'k', '{"n": 6}');
+SAVEPOINT s3;
+SELECT entity_sequence FROM batpak.append('sp-c', 'tx', 'k', '{"n": 7}');
+SAVEPOINT s4;
+SELECT entity_sequence FROM batpak.append('sp-c', 'tx', 'k', '{"n": 8}');
+ROLLBACK TO s4;
+SELECT entity_sequence FROM batpak.append('sp-c', 'tx', 'k', '{"n": 9}');
+ROLLBACK TO s3;
+SELECT entity_sequence FROM batpak.append('sp-c', 'tx', 'k', '{"n": 10}');
+-- appends in exception blocks, every other one rolled back, and a
+-- rolled-back block that holds committed inner blocks
+DO $$
+BEGIN
+    FOR i IN 11 .. 70 LOOP
+        BEGIN
+            PERFORM batpak.append('sp-d-' || (i % 3), 'tx', 'k', jsonb_build_object('n', i));
+            IF i % 2 = 0 THEN
+                RAISE EXCEPTION 'roll back';
+            END IF;
+        EXCEPTION WHEN raise_exception THEN
+            NULL;
+        END;
+    END LOOP;
+    BEGIN
+        FOR i IN 71 .. 75 LOOP
+            BEGIN
+                PERFORM batpak.append('sp-d-' || (i % 3), 'tx', 'k', jsonb_build_object('n', i));
+            END;
+        END LOOP;
+        RAISE EXCEPTION 'roll back';
+    EXCEPTION WHEN raise_exception THEN
+        NULL;
+    END;
+END $$;
+SELECT e, batpak.stream_version(e)
+  FROM unnest(ARRAY['sp-a', 'sp-b', 'sp-c', 'sp-d-0', 'sp-d-1', 'sp-d-2']) e;
+COMMIT;
+SELECT settle();
+SELECT entity, string_agg(entity_sequence || ':' || (payload->>'n'), ' ' ORDER BY entity_sequence)
+  FROM batpak.read_all(:sp_base) WHERE entity LIKE 'sp-%' GROUP BY entity ORDER BY entity;
+SELECT entity, events, ok FROM batpak.verify_chain() WHERE entity LIKE 'sp-%' ORDER BY entity;
+SELECT pending_transactions, pending_events FROM batpak.stats;

@@ -40,6 +40,7 @@ static const struct config_enum_entry batpak_fault_options[] = {
 	{"enospc", BATPAK_FAULT_ENOSPC, false},
 	{"discard_crash", BATPAK_FAULT_DISCARD_CRASH, false},
 	{"read_pause", BATPAK_FAULT_READ_PAUSE, false},
+	{"xid_status", BATPAK_FAULT_XID_STATUS, false},
 	{NULL, 0, false}
 };
 bool		batpak_loaded = false;
@@ -171,7 +172,9 @@ batpak_define_gucs(void)
 							 "session's appends, set for the server, for every group. "
 							 "discard_crash: the fdatasync fails and the server crashes (PANIC) in the middle "
 							 "of discarding what the group wrote. read_pause: the session's reads wait for "
-							 "pg_advisory_lock(108170704871787) to be free before each frame they read.",
+							 "pg_advisory_lock(108170704871787) to be free before each frame they read. "
+							 "xid_status: the writer's look-up of a transaction's status fails while it holds "
+							 "the clog truncation lock.",
 							 &batpak_inject_fault,
 							 BATPAK_FAULT_NONE,
 							 batpak_fault_options,

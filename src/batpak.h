@@ -141,14 +141,17 @@ typedef struct BatpakSlot
 	dsa_pointer request;		/* BatpakRequest in the index DSA */
 
 	/*
-	 * Transaction ends: the backend stores the commit LSN and the full
-	 * top-level xid of a transaction that appended (or of one whose
-	 * savepoint rolled back), then bumps resolve_gen (with a write barrier
-	 * before) and sets the writer's latch.  The writer remembers in
-	 * resolved_gen (its own field) the last generation it settled.  A later
-	 * announcement may replace an earlier one before the writer looks: that
-	 * is safe, see xact.c.
+	 * Transaction ends: the backend bumps resolve_begin, stores the commit
+	 * LSN and the full top-level xid of a transaction that appended (or of
+	 * one whose savepoint rolled back), then bumps resolve_gen (with a
+	 * write barrier before) and sets the writer's latch.  The writer
+	 * remembers in resolved_gen (its own field) the last generation it
+	 * settled.  A later announcement may replace an earlier one before the
+	 * writer looks: that is safe, see xact.c.  One being written while the
+	 * writer reads (resolve_begin differs from resolve_gen after the read)
+	 * is left for the writer's next look (writer_collect_resolves).
 	 */
+	pg_atomic_uint64 resolve_begin;
 	pg_atomic_uint64 resolve_gen;
 	uint64		resolve_top;
 	uint64		resolve_lsn;
@@ -412,6 +415,8 @@ extern int	batpak_inject_fault;
 										 * crashes inside the discard */
 #define BATPAK_FAULT_READ_PAUSE		7	/* a reader waits for an advisory
 										 * lock before each frame it reads */
+#define BATPAK_FAULT_XID_STATUS		8	/* the writer's look-up of a
+										 * transaction's status fails */
 /* the advisory lock (one bigint key) a read_pause reader waits for */
 #define BATPAK_READ_PAUSE_LOCK		INT64CONST(0x62617470616b)
 extern bool batpak_loaded;

@@ -101,6 +101,7 @@ batpak_shmem_startup(void)
 			pg_atomic_init_u32(&BatpakCtl->slots[i].state, BATPAK_SLOT_IDLE);
 			BatpakCtl->slots[i].request = InvalidDsaPointer;
 			pg_atomic_init_u64(&BatpakCtl->slots[i].resolve_gen, 0);
+			pg_atomic_init_u64(&BatpakCtl->slots[i].resolve_begin, 0);
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);

@@ -234,6 +234,7 @@ typedef struct WriterState
 	TimestampTz last_sweep;
 	uint64		wait_xid;		/* set with BUILD_WAIT */
 	uint64		resolve_target; /* set with BUILD_RESOLVE */
+	bool		resolve_full;	/* ... to look at all its subtransactions */
 
 	/* consumer horizon last announced, see batpak_frontiers_moved */
 	uint64		horizon;
@@ -252,6 +253,7 @@ static void writer_flush_async(bool force);
 static void writer_synced(void);
 static XLogRecPtr writer_wal_inserted(void);
 static void writer_discard_unsynced(void);
+static int	writer_fault(void);
 static void writer_wake_consumers(void);
 
 /*
@@ -492,12 +494,13 @@ writer_txn_remove(WriterTxn *t)
  * in global order each cut removes the stream's last event.
  */
 static void
-writer_txn_discard(WriterTxn *t, const uint64 *xids, int nxids, bool all)
+writer_txn_discard(WriterTxn *t, Size from, const uint64 *xids, int nxids, bool all)
 {
-	Size		kept = 0;
+	Size		kept = from;
 	Size		gone = 0;
 
-	for (Size i = t->nevents; i-- > 0;)
+	/* t->events[0 .. from) hold none of them (the caller knows) */
+	for (Size i = t->nevents; i-- > from;)
 	{
 		WriterPub  *p = &t->events[i];
 		bool		hit = all;
@@ -514,7 +517,7 @@ writer_txn_discard(WriterTxn *t, const uint64 *xids, int nxids, bool all)
 		p->global_seq = 0;
 		gone++;
 	}
-	for (Size i = 0; i < t->nevents; i++)
+	for (Size i = from; i < t->nevents; i++)
 		if (t->events[i].global_seq != 0)
 			t->events[kept++] = t->events[i];
 	t->nevents = kept;
@@ -572,6 +575,12 @@ writer_xid_status(uint64 fxid)
 						fxid),
 				 errhint("Segment files belong to the cluster that wrote them.")));
 	LWLockAcquire(XactTruncationLock, LW_SHARED);
+	/* test fault: a clog look-up that fails with the lock held */
+	if (writer_fault() == BATPAK_FAULT_XID_STATUS)
+		ereport(ERROR,
+				(errcode(ERRCODE_IO_ERROR),
+				 errmsg("injected fault: could not access status of transaction " UINT64_FORMAT,
+						fxid)));
 	if (epoch + 1 < next_epoch ||
 		(epoch + 1 == next_epoch && xid < XidFromFullTransactionId(next)) ||
 		TransactionIdPrecedes(xid, ShmemVariableCache->oldestClogXid))
@@ -594,6 +603,18 @@ writer_xid_status(uint64 fxid)
 
 static char *writer_reserve(Size len);
 
+/* Append x to the palloc'd array *xids of *n entries (room for *max) */
+static void
+writer_add_xid(uint64 **xids, int *n, int *max, uint64 x)
+{
+	if (*n >= *max)
+	{
+		*max *= 2;
+		*xids = repalloc(*xids, sizeof(uint64) * *max);
+	}
+	(*xids)[(*n)++] = x;
+}
+
 static void
 writer_emit_marker(uint32 flags, uint64 top, const uint64 *xids, int nxids)
 {
@@ -608,7 +629,7 @@ writer_emit_marker(uint32 flags, uint64 top, const uint64 *xids, int nxids)
  * end of the commit record if the backend told us, else invalid.
  */
 static void
-writer_resolve_txn(WriterTxn *t, XLogRecPtr commit_lsn)
+writer_resolve_txn(WriterTxn *t, XLogRecPtr commit_lsn, bool full)
 {
 	int			status = writer_xid_status(t->top);
 	uint64	   *aborted = palloc(sizeof(uint64) * 8);
@@ -616,30 +637,81 @@ writer_resolve_txn(WriterTxn *t, XLogRecPtr commit_lsn)
 	int			maxaborted = 8;
 	uint64		last = 0;
 	uint64		top = t->top;
+	Size		from = t->nevents;
 
-	/* subtransactions that rolled back (their events follow their parents') */
-	for (Size i = 0; i < t->nevents; i++)
+	if (status == XS_IN_PROGRESS && !full)
 	{
-		uint64		x = t->events[i].xid;
-		bool		seen = false;
-
-		if (x == top || x == last)
-			continue;
-		last = x;
-		for (int j = 0; j < naborted && !seen; j++)
-			seen = aborted[j] == x;
-		if (seen || writer_xid_status(x) != XS_ABORTED)
-			continue;
-		if (naborted >= maxaborted)
+		/*
+		 * While the transaction runs, the events of its subtransactions
+		 * that rolled back and are not settled yet are the last ones of
+		 * t->events, so we look backwards only until the first event of a
+		 * (sub)transaction that did not roll back.  Why: a backend
+		 * announces a savepoint's rollback before it submits its next
+		 * request, and we take announcements after requests
+		 * (writer_serve_group) and settle them first, so no event of the
+		 * transaction follows an unsettled rollback's events, except the
+		 * rolled-back subtransaction's own (an abandoned request published
+		 * after we settled, which writer_ack_resolves has us settle again).
+		 * And a rollback to a savepoint takes exactly what was appended
+		 * since the savepoint, the events after the last of the events
+		 * appended before it.  Looking at all of them instead, as we did,
+		 * made every settlement cost a status look-up per subtransaction
+		 * of the transaction, and a loop of appends in exception blocks
+		 * quadratic in the writer, which every session waits for.
+		 */
+		for (Size i = t->nevents; i-- > 0;)
 		{
-			maxaborted *= 2;
-			aborted = repalloc(aborted, sizeof(uint64) * maxaborted);
+			uint64		x = t->events[i].xid;
+			bool		seen = false;
+
+			if (x == top)
+				break;
+			if (x != last)
+			{
+				last = x;
+				for (int j = 0; j < naborted && !seen; j++)
+					seen = aborted[j] == x;
+				if (!seen)
+				{
+					if (writer_xid_status(x) != XS_ABORTED)
+						break;
+					writer_add_xid(&aborted, &naborted, &maxaborted, x);
+				}
+			}
+			from = i;
 		}
-		aborted[naborted++] = x;
+	}
+	else if (status != XS_ABORTED)
+	{
+		/*
+		 * All of them: once the transaction has committed (a rolled-back
+		 * subtransaction whose settlement we missed must not be committed
+		 * with the rest), and when a request of the transaction itself
+		 * is about to build on an event of a rolled-back subtransaction
+		 * (full: writer_check_pending; it costs a look-up per
+		 * subtransaction, but only then).  Not when the transaction rolled
+		 * back: everything goes below, with one marker that covers its
+		 * subtransactions too.
+		 */
+		for (Size i = 0; i < t->nevents; i++)
+		{
+			uint64		x = t->events[i].xid;
+			bool		seen = false;
+
+			if (x == top || x == last)
+				continue;
+			last = x;
+			for (int j = 0; j < naborted && !seen; j++)
+				seen = aborted[j] == x;
+			if (seen || writer_xid_status(x) != XS_ABORTED)
+				continue;
+			writer_add_xid(&aborted, &naborted, &maxaborted, x);
+		}
+		from = 0;
 	}
 	if (naborted > 0)
 	{
-		writer_txn_discard(t, aborted, naborted, false);
+		writer_txn_discard(t, from, aborted, naborted, false);
 		writer_emit_marker(BATPAK_FLAG_MARKER_ABORT, top, aborted, naborted);
 	}
 	pfree(aborted);
@@ -663,7 +735,7 @@ writer_resolve_txn(WriterTxn *t, XLogRecPtr commit_lsn)
 	}
 	else
 	{
-		writer_txn_discard(t, NULL, 0, true);
+		writer_txn_discard(t, 0, NULL, 0, true);
 		writer_emit_marker(BATPAK_FLAG_MARKER_ABORT, top, NULL, 0);
 		writer_txn_remove(t);
 	}
@@ -709,7 +781,7 @@ writer_sweep(void)
 	{
 		t = hash_search(W.txns, &tops[i], HASH_FIND, NULL);
 		if (t != NULL)
-			writer_resolve_txn(t, InvalidXLogRecPtr);
+			writer_resolve_txn(t, InvalidXLogRecPtr, false);
 	}
 	pfree(tops);
 	W.sweep_due = false;
@@ -774,6 +846,7 @@ writer_check_pending(BatpakRequest *req, uint64 top, uint64 xid, bool append,
 			writer_xid_status(xid) == XS_ABORTED)
 		{
 			W.resolve_target = top;
+			W.resolve_full = true;
 			return BUILD_RESOLVE;
 		}
 		return BUILD_OK;
@@ -1475,6 +1548,15 @@ writer_process_request(WriterGroupReq *g, TimestampTz committed_at)
 			/* an I/O failure while rotating ends the writer, see writer_rotate */
 			if (W.in_rotation)
 				PG_RE_THROW();
+
+			/*
+			 * We go on serving, so nothing the error interrupted may stay
+			 * held: a clog read that fails inside writer_xid_status leaves
+			 * XactTruncationLock and the clog's own lock taken, and the
+			 * latter would stop every commit of the cluster.  The writer
+			 * holds no LWLock across this call.
+			 */
+			LWLockReleaseAll();
 			MemoryContextSwitchTo(oldcxt);
 			edata = CopyErrorData();
 			FlushErrorState();
@@ -1496,7 +1578,8 @@ writer_process_request(WriterGroupReq *g, TimestampTz committed_at)
 
 			/* outside the request's undo marks: the markers stay */
 			if (t != NULL)
-				writer_resolve_txn(t, InvalidXLogRecPtr);
+				writer_resolve_txn(t, InvalidXLogRecPtr, W.resolve_full);
+			W.resolve_full = false;
 			retried = true;
 			continue;
 		}
@@ -1581,16 +1664,23 @@ writer_collect_resolves(WriterResolve *out)
 
 		if (gen == slot->resolved_gen)
 			continue;
+
 		/*
-		 * The backend stored top and lsn before bumping the generation.  A
-		 * newer announcement may have replaced them since: then we settle
-		 * that one, and look again at its generation next time.
+		 * The backend stored top and lsn before bumping the generation.
+		 * If it began a newer announcement meanwhile (resolve_begin moved
+		 * on), the two fields may be torn between the two: a new top with
+		 * the old commit LSN would let a COMMIT marker reach the disk
+		 * before the commit record.  Leave the slot for the next look; the
+		 * backend sets our latch once it has bumped the generation.
 		 */
 		pg_read_barrier();
 		out[n].slotno = i;
 		out[n].top = slot->resolve_top;
 		out[n].lsn = slot->resolve_lsn;
 		out[n].gen = gen;
+		pg_read_barrier();
+		if (pg_atomic_read_u64(&slot->resolve_begin) != gen)
+			continue;
 		n++;
 	}
 	return n;
@@ -1687,7 +1777,7 @@ writer_serve_group(WriterGroupReq *group)
 		WriterTxn  *t = hash_search(W.txns, &W.resolves[i].top, HASH_FIND, NULL);
 
 		if (t != NULL)
-			writer_resolve_txn(t, W.resolves[i].lsn);
+			writer_resolve_txn(t, W.resolves[i].lsn, false);
 	}
 	if (W.sweep_due)
 		writer_sweep();
@@ -2269,7 +2359,7 @@ writer_scan_segment(uint32 segno, int fd, uint64 file_size, bool newest,
 
 					for (int i = 0; i < nxids; i++)
 						xids[i] = batpak_marker_xid(&f, i);
-					writer_txn_discard(t, xids, nxids, nxids == 0);
+					writer_txn_discard(t, 0, xids, nxids, nxids == 0);
 					pfree(xids);
 					if (t->nevents == 0)
 						writer_txn_remove(t);

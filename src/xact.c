@@ -80,7 +80,7 @@ static uint64 batpak_pending_top = 0;
 static bool batpak_callbacks_registered = false;
 
 /* The last (sub)xid whose WAL record we wrote, and where the record ends */
-static TransactionId batpak_logged_xid = InvalidTransactionId;
+static uint64 batpak_logged_xid = 0;	/* full xid: a 32-bit one recurs */
 static XLogRecPtr batpak_logged_lsn = InvalidXLogRecPtr;
 
 uint64
@@ -133,6 +133,8 @@ batpak_announce_end(uint64 top, XLogRecPtr lsn)
 	if (BatpakCtl == NULL || MyProc == NULL)
 		return;
 	slot = &BatpakCtl->slots[MyProc->pgprocno];
+	/* a full barrier: the writer sees the bump before any of the stores */
+	pg_atomic_fetch_add_u64(&slot->resolve_begin, 1);
 	slot->resolve_top = top;
 	slot->resolve_lsn = lsn;
 	pg_write_barrier();
@@ -200,10 +202,10 @@ batpak_xact_prepare_request(BatpakRequest *req)
 		}
 		req->top_xid = U64FromFullTransactionId(GetTopFullTransactionId());
 		req->xid = U64FromFullTransactionId(GetCurrentFullTransactionId());
-		if (GetCurrentTransactionId() != batpak_logged_xid)
+		if (req->xid != batpak_logged_xid)
 		{
 			batpak_logged_lsn = LogLogicalMessage("batpak.xid", "", 0, true);
-			batpak_logged_xid = GetCurrentTransactionId();
+			batpak_logged_xid = req->xid;
 		}
 		req->xid_lsn = batpak_logged_lsn;
 		req->max_txn_events = (uint64) batpak_max_transaction_events;

@@ -12,7 +12,9 @@
 # fault is gone, then appends work again.  A read held (read_pause) between
 # its snapshot and a frame while the writer fails and is replaced fails with
 # BP003; a crash in the middle of the discard (discard_crash) leaves a store
-# that recovery cuts back to its last sync point.
+# that recovery cuts back to its last sync point.  A failed look-up of a
+# transaction's status (xid_status) refuses its request and leaves the
+# writer serving with no lock taken.
 
 use strict;
 use warnings;
@@ -349,7 +351,54 @@ is($read_out, 'done', 'span: and returns no row');
 	check_store($label, $before, $tag, 0);
 }
 
-# --- 7. a crash after all that changes nothing --------------------------------
+# --- 7. a failed look-up of a transaction's status -------------------------------
+#
+# The writer asks the clog about the transaction holding an entity while it
+# builds a request; a failure there refuses that request only.  The failure
+# may leave locks taken (the clog's, XactTruncationLock): a writer that went
+# on serving without releasing them would stop every commit, or (here, where
+# the fault leaves XactTruncationLock taken) fail once it held 200 of them.
+# 250 refused look-ups in one transaction, then the same look-up without the
+# fault must work, from the same writer.
+
+{
+	my $pid = writer_pid();
+	my $out = sql(q{
+		BEGIN;
+		SELECT (batpak.append('xid-status', 'f', 'k', '{"n": 0}')).entity_sequence;
+		DO $$
+		DECLARE
+			refused int := 0;
+			other text := '';
+		BEGIN
+			PERFORM set_config('batpak.inject_fault', 'xid_status', true);
+			FOR i IN 1 .. 250 LOOP
+				BEGIN
+					PERFORM batpak.append('xid-status', 'f', 'k', jsonb_build_object('n', i));
+				EXCEPTION WHEN OTHERS THEN
+					IF SQLSTATE = '58030' AND SQLERRM ~ '^injected fault: could not access status of transaction \d+$' THEN
+						refused := refused + 1;
+					ELSE
+						other := SQLSTATE || ' ' || SQLERRM;
+					END IF;
+				END;
+			END LOOP;
+			PERFORM set_config('batpak.inject_fault', 'none', true);
+			RAISE NOTICE 'refused %, other "%"', refused, other;
+			PERFORM set_config('bench.refused', refused || '|' || other, true);
+		END $$;
+		SELECT current_setting('bench.refused');
+		SAVEPOINT s;
+		SELECT (batpak.append('xid-status', 'f', 'k', '{"n": 1}')).entity_sequence;
+		COMMIT;});
+	is($out, "1\n250|\n2", 'xid status: 250 failed look-ups refuse their appends only; the next one works');
+	is(writer_pid(), $pid, 'xid status: the same writer serves');
+	is(sql(q{SELECT string_agg(entity_sequence || ':' || (payload->>'n'), ',' ORDER BY entity_sequence)
+	         FROM batpak.read_stream('xid-status')}),
+		'1:0,2:1', 'xid status: exactly the two appended events are there');
+}
+
+# --- 8. a crash after all that changes nothing --------------------------------
 
 my $before_crash = read_all_text($node);
 crash_node($node);
