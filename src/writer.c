@@ -493,21 +493,47 @@ writer_txn_remove(WriterTxn *t)
  * appended to a stream after the first one it holds, and going backwards
  * in global order each cut removes the stream's last event.
  */
+static int
+writer_xid_cmp(const void *a, const void *b)
+{
+	uint64		x = *(const uint64 *) a;
+	uint64		y = *(const uint64 *) b;
+
+	return (x > y) - (x < y);
+}
+
+/* Sort xids[0 .. *n) and drop repeats */
+static void
+writer_sort_xids(uint64 *xids, int *n)
+{
+	int			kept = 0;
+
+	if (*n < 2)
+		return;
+	qsort(xids, *n, sizeof(uint64), writer_xid_cmp);
+	for (int i = 0; i < *n; i++)
+		if (kept == 0 || xids[kept - 1] != xids[i])
+			xids[kept++] = xids[i];
+	*n = kept;
+}
+
 static void
 writer_txn_discard(WriterTxn *t, Size from, const uint64 *xids, int nxids, bool all)
 {
 	Size		kept = from;
 	Size		gone = 0;
 
-	/* t->events[0 .. from) hold none of them (the caller knows) */
+	/*
+	 * t->events[0 .. from) hold none of them (the caller knows); xids are
+	 * sorted and unique (writer_sort_xids), so that a rollback of many
+	 * subtransactions costs a binary search per event, not a scan.
+	 */
 	for (Size i = t->nevents; i-- > from;)
 	{
 		WriterPub  *p = &t->events[i];
-		bool		hit = all;
 
-		for (int j = 0; j < nxids && !hit; j++)
-			hit = (p->xid == xids[j]);
-		if (!hit)
+		if (!all && bsearch(&p->xid, xids, nxids, sizeof(uint64),
+							writer_xid_cmp) == NULL)
 			continue;
 		batpak_index_set_seq_pos(&W.idx, p->global_seq, p->pos | BATPAK_POS_HIDDEN);
 		batpak_index_stream_truncate(&W.idx, p->key, p->entity_seq - 1, p->prev_hash);
@@ -657,28 +683,38 @@ writer_resolve_txn(WriterTxn *t, XLogRecPtr commit_lsn, bool full)
 		 * appended before it.  Looking at all of them instead, as we did,
 		 * made every settlement cost a status look-up per subtransaction
 		 * of the transaction, and a loop of appends in exception blocks
-		 * quadratic in the writer, which every session waits for.
+		 * quadratic in the writer, which every session waits for.  One
+		 * look-up per run of events of one subtransaction (a parent's
+		 * events around a child's are two runs); repeats are dropped by
+		 * writer_sort_xids.
 		 */
 		for (Size i = t->nevents; i-- > 0;)
 		{
 			uint64		x = t->events[i].xid;
-			bool		seen = false;
 
 			if (x == top)
 				break;
 			if (x != last)
 			{
+				if (writer_xid_status(x) != XS_ABORTED)
+					break;
 				last = x;
-				for (int j = 0; j < naborted && !seen; j++)
-					seen = aborted[j] == x;
-				if (!seen)
-				{
-					if (writer_xid_status(x) != XS_ABORTED)
-						break;
-					writer_add_xid(&aborted, &naborted, &maxaborted, x);
-				}
+				writer_add_xid(&aborted, &naborted, &maxaborted, x);
 			}
 			from = i;
+		}
+		writer_sort_xids(aborted, &naborted);
+#ifdef USE_ASSERT_CHECKING
+		/* the argument above, checked the slow way */
+		for (Size i = 0; i < from; i++)
+			Assert(t->events[i].xid == top ||
+				   writer_xid_status(t->events[i].xid) != XS_ABORTED);
+#endif
+		/* every event from "from" on is of a rolled-back subtransaction */
+		if (naborted > 0)
+		{
+			writer_txn_discard(t, from, NULL, 0, true);
+			writer_emit_marker(BATPAK_FLAG_MARKER_ABORT, top, aborted, naborted);
 		}
 	}
 	else if (status != XS_ABORTED)
@@ -696,23 +732,19 @@ writer_resolve_txn(WriterTxn *t, XLogRecPtr commit_lsn, bool full)
 		for (Size i = 0; i < t->nevents; i++)
 		{
 			uint64		x = t->events[i].xid;
-			bool		seen = false;
 
 			if (x == top || x == last)
 				continue;
 			last = x;
-			for (int j = 0; j < naborted && !seen; j++)
-				seen = aborted[j] == x;
-			if (seen || writer_xid_status(x) != XS_ABORTED)
-				continue;
-			writer_add_xid(&aborted, &naborted, &maxaborted, x);
+			if (writer_xid_status(x) == XS_ABORTED)
+				writer_add_xid(&aborted, &naborted, &maxaborted, x);
 		}
-		from = 0;
-	}
-	if (naborted > 0)
-	{
-		writer_txn_discard(t, from, aborted, naborted, false);
-		writer_emit_marker(BATPAK_FLAG_MARKER_ABORT, top, aborted, naborted);
+		writer_sort_xids(aborted, &naborted);
+		if (naborted > 0)
+		{
+			writer_txn_discard(t, 0, aborted, naborted, false);
+			writer_emit_marker(BATPAK_FLAG_MARKER_ABORT, top, aborted, naborted);
+		}
 	}
 	pfree(aborted);
 
@@ -2359,6 +2391,7 @@ writer_scan_segment(uint32 segno, int fd, uint64 file_size, bool newest,
 
 					for (int i = 0; i < nxids; i++)
 						xids[i] = batpak_marker_xid(&f, i);
+					writer_sort_xids(xids, &nxids);
 					writer_txn_discard(t, 0, xids, nxids, nxids == 0);
 					pfree(xids);
 					if (t->nevents == 0)

@@ -32,8 +32,10 @@
  *	  after we appended again in between (a transaction without batpak
  *	  appends does not announce), and the writer collects announcements
  *	  after the requests of each group, so it has seen the earlier one by
- *	  then; when an append failed before reaching the writer, an end may go
- *	  unannounced, and the next two rules cover it;
+ *	  then; when an append failed before reaching the writer, or was
+ *	  abandoned and we announce again while the writer reads our slot (it
+ *	  then leaves the slot for its next look, see writer_collect_resolves),
+ *	  an end may go unannounced, and the next two rules cover it;
  *	- a savepoint's rollback is announced before our next append of the
  *	  same transaction is submitted, so the writer cuts the streams back
  *	  before it builds that append;
