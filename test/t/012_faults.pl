@@ -326,6 +326,7 @@ is($read_out, 'done', 'span: and returns no row');
 	my $before = read_all_text($node);
 	my $sync_point = parse_segment(newest_segment())->{data_end};
 	my $logpos = -s $node->logfile;
+	my $pid = writer_pid();
 	my $big = 'x' x 5000;
 	my ($state, $msg) = sql_error($node,
 		qq{SET batpak.inject_fault = 'discard_crash';
@@ -339,7 +340,19 @@ is($read_out, 'done', 'span: and returns no row');
 		  || ($msg // '') =~ /server closed the connection unexpectedly|terminating connection because of crash/,
 		"$label: the call fails (58030 or the crash) instead of returning a receipt")
 	  or diag "state " . ($state // 'none') . ": " . ($msg // '');
-	ok(wait_state($node, 'ready'), "$label: the server restarts and the writer is ready");
+	# the answer comes before the discard: wait for a new writer, not for
+	# "ready", which the failing one may still show (psql fails while the
+	# server restarts)
+	ok( deadline_loop(
+			120,
+			sub {
+				my ($ret, $out) = $node->psql('postgres',
+					q{SELECT state || '|' || coalesce(writer_pid, 0) FROM batpak.stats});
+				return 0 if $ret != 0;
+				my ($st, $p) = split /\|/, $out;
+				return $st eq 'ready' && $p != $pid;
+			}),
+		"$label: the server restarts and a new writer is ready");
 	my $log = slurp_file($node->logfile, $logpos);
 	like($log, qr/PANIC:\s+injected fault: crash in the middle of the discard of segment 00000001\.seg at offset \d+/,
 		"$label: the writer crashed inside the discard");
