@@ -177,6 +177,15 @@ BEGIN
             USING ERRCODE = '42P13',
                   DETAIL = 'A gate function takes one batpak.new_event and returns text (NULL: pass, text: the denial message), and returns no set.';
     END IF;
+    -- A temporary function goes with its session, and its schema is then
+    -- another session's to fill: a later owner of that pg_temp_N could
+    -- create a function of the same name, which would run as every appender.
+    IF p.pronamespace = pg_catalog.pg_my_temp_schema()
+       OR pg_catalog.pg_is_other_temp_schema(p.pronamespace) THEN
+        RAISE EXCEPTION 'function % cannot be a gate: it is in a temporary schema', p.proname
+            USING ERRCODE = '42P13',
+                  HINT = 'Create the gate function in a permanent schema.';
+    END IF;
     -- A gate runs as every appender, superusers included: only a function a
     -- superuser vouches for (owns) may be registered by anyone else.
     IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE oid = p.proowner)

@@ -29,6 +29,11 @@ SELECT try($$SELECT batpak.gate_create('', 'gate_raises(batpak.new_event)')$$);
 SELECT try($$SELECT batpak.gate_create('empty_scope', 'gate_raises(batpak.new_event)', scope => '')$$);
 SELECT try($$SELECT batpak.gate_create('null_kind', 'gate_raises(batpak.new_event)', kinds => ARRAY[NULL::text])$$);
 SELECT try($$SELECT batpak.gate_create('null_fn', NULL)$$);
+-- a function in a temporary schema is refused: the schema goes with the
+-- session, and a later session given the same pg_temp_N could put its own
+-- function of that name there, which would then run as every appender
+CREATE FUNCTION pg_temp.gate_temp(e batpak.new_event) RETURNS text LANGUAGE sql AS $$ SELECT NULL::text $$;
+SELECT try($$SELECT batpak.gate_create('temp_gate', 'pg_temp.gate_temp(batpak.new_event)')$$);
 SELECT try($$SELECT batpak.gate_drop('no_such_gate')$$);
 SELECT gate, check_function, scope, kinds, entity_prefix FROM batpak.gates;
 
@@ -81,7 +86,32 @@ ROLLBACK;
 SELECT count(*) AS denials_of_go_1 FROM batpak.read_stream('go-1') WHERE kind = 'batpak.denial';
 -- the caller cannot write a reserved kind itself
 SELECT try($$SELECT batpak.append('go-1', 'shop', 'batpak.denial', '{}')$$);
+-- in a parallel operation (a parallel-safe function run by a worker, or by
+-- the leader in parallel mode) the denial cannot be recorded: a warning
+-- says so, and the denial is raised (it used to fail with 25000 instead)
+CREATE FUNCTION append_in_parallel(p jsonb) RETURNS bigint LANGUAGE sql PARALLEL SAFE AS
+    $$ SELECT entity_sequence FROM batpak.append('gpar-1', 'shop', 'order.placed', p) $$;
+SET batpak.transactional = off;
+SET force_parallel_mode = on;
+\set VERBOSITY terse
+SELECT append_in_parallel('{"total": 270}');
+\set VERBOSITY default
+RESET force_parallel_mode;
+RESET batpak.transactional;
+SELECT batpak.stream_version('gpar-1') AS gpar_events;
 RESET batpak.record_denials;
+
+-- a gate cannot change the mode of the append it judges: the caller's
+-- modes are taken before the gates run (this one turned the append into an
+-- immediate one, which then outlived the rollback)
+CREATE FUNCTION gate_flips_mode(e batpak.new_event) RETURNS text LANGUAGE sql AS $$
+    SELECT CASE WHEN set_config('batpak.transactional', 'off', true) = 'off' THEN NULL::text END $$;
+SELECT batpak.gate_create('e_flip', 'gate_flips_mode(batpak.new_event)', entity_prefix => 'gflip-');
+BEGIN;
+SELECT entity_sequence FROM batpak.append('gflip-1', 'shop', 'k', '{}');
+ROLLBACK;
+SELECT batpak.stream_version('gflip-1') AS after_rollback;
+SELECT batpak.gate_drop('e_flip');
 
 -- the bypass: a superuser or a member of batpak_admin, recorded in the metadata
 SET batpak.gate_bypass_reason = 'migration 2026-11';

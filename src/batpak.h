@@ -512,13 +512,14 @@ extern uint64 *batpak_index_corr_seqs(BatpakIndex *idx, const pg_uuid_t *corr,
 									  int *count);
 
 /* submit.c */
-extern BatpakRequest *batpak_request_create(uint32 nevents, Size events_size);
+extern BatpakRequest *batpak_request_create(uint32 nevents, Size events_size,
+											 bool transactional, bool synchronous);
 extern void batpak_release_request_buffer(void);
 extern void batpak_request_done(void);
 extern BatpakRequest *batpak_submit_and_wait(BatpakRequest *req);
 
 /* xact.c */
-extern void batpak_xact_prepare_request(BatpakRequest *req);
+extern void batpak_xact_prepare_request(BatpakRequest *req, bool transactional);
 extern void batpak_xact_wait(TransactionId xid);
 extern bool batpak_pending_visible(const BatpakFrame *f, bool *in_progress);
 extern uint64 batpak_my_top_xid(void);

@@ -54,6 +54,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/typcache.h"
 
@@ -212,13 +213,36 @@ batpak_gates_load(void)
 	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	PG_TRY();
 	{
+		SPIPlanPtr	plan;
+
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		rc = SPI_execute("SELECT name, check_function, "
-						 "pg_catalog.to_regprocedure(check_function)::pg_catalog.oid, "
-						 "scope, kinds, entity_prefix FROM batpak.gate_definitions "
-						 "ORDER BY name COLLATE pg_catalog.\"C\"",
-						 true, 0);
+		plan = SPI_prepare("SELECT name, check_function, "
+						   "pg_catalog.to_regprocedure(check_function)::pg_catalog.oid, "
+						   "scope, kinds, entity_prefix FROM batpak.gate_definitions "
+						   "ORDER BY name COLLATE pg_catalog.\"C\"",
+						   0, NULL);
+		if (plan == NULL)
+			elog(ERROR, "could not plan the read of batpak.gate_definitions: %s",
+				 SPI_result_code_string(SPI_result));
+
+		/*
+		 * With the latest snapshot, not the statement's or the transaction's:
+		 * a gate applies to every append that starts after its creation
+		 * committed, whatever the appender's isolation level, and the cache
+		 * outlives the snapshot it was read with.  A REPEATABLE READ
+		 * transaction (or a long statement) that reloaded after a gate's
+		 * invalidation arrived used to read the definitions as they were
+		 * before the gate, and keep that list, valid, until the next change.
+		 * A definition committed after this snapshot was taken sends its
+		 * invalidation after it became visible (commit order), so we hear of
+		 * it: during the load (gates_changed_during_load) or after.  A
+		 * parallel operation cannot take a new snapshot: it reads with the
+		 * active one and the list serves that call only (below).
+		 */
+		rc = SPI_execute_snapshot(plan, NULL, NULL,
+								  IsInParallelMode() ? InvalidSnapshot : GetLatestSnapshot(),
+								  InvalidSnapshot, true, false, 0);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "could not read batpak.gate_definitions: %s", SPI_result_code_string(rc));
 	}
@@ -264,7 +288,7 @@ batpak_gates_load(void)
 	}
 	MemoryContextSwitchTo(oldcxt);
 	SPI_finish();
-	gates_valid = !gates_changed_during_load;
+	gates_valid = !gates_changed_during_load && !IsInParallelMode();
 }
 
 static bool
@@ -538,8 +562,16 @@ batpak_record_denial(const BatpakNewEvent *e, const char *gate, const char *mess
 	/*
 	 * In a subtransaction, so that a failure to record (the entity held by
 	 * this transaction's pending events, the writer away) leaves the denial
-	 * itself to be reported, with a warning.
+	 * itself to be reported, with a warning.  A parallel operation cannot
+	 * start one: say so, and report the denial.
 	 */
+	if (IsInParallelMode())
+	{
+		ereport(WARNING,
+				(errmsg("denial by gate \"%s\" not recorded: cannot record it during a parallel operation",
+						gate)));
+		return;
+	}
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();

@@ -16,6 +16,7 @@
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "tcop/utility.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -86,6 +87,35 @@ batpak_require_item(bool isnull, const char *field, int item)
 }
 
 /*
+ * Top-level metadata keys starting with "batpak." are batpak's own (the
+ * gate bypass record, gates.c): a caller who could write one could forge
+ * the record of a bypass that never happened.  Like the reserved kinds.
+ */
+static void
+batpak_check_metadata_keys(Jsonb *metadata)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (metadata == NULL || !JB_ROOT_IS_OBJECT(metadata) || JB_ROOT_IS_SCALAR(metadata))
+		return;
+	it = JsonbIteratorInit(&metadata->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY && v.val.string.len >= strlen(BATPAK_RESERVED_KIND_PREFIX) &&
+			memcmp(v.val.string.val, BATPAK_RESERVED_KIND_PREFIX,
+				   strlen(BATPAK_RESERVED_KIND_PREFIX)) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_RESERVED_NAME),
+					 errmsg("metadata key \"%s\" is reserved",
+							pnstrdup(v.val.string.val, v.val.string.len)),
+					 errdetail("Top-level metadata keys starting with \"%s\" are written by batpak itself.",
+							   BATPAK_RESERVED_KIND_PREFIX)));
+	}
+}
+
+/*
  * Check the fields of one proposed event (system: batpak's own, which may
  * use a reserved kind).
  */
@@ -104,6 +134,8 @@ batpak_validate_event(const BatpakNewEvent *e, bool system)
 	if (e->idem)
 		batpak_check_coordinate("idempotency key", VARDATA_ANY(e->idem),
 								VARSIZE_ANY_EXHDR(e->idem), BATPAK_MAX_COORD_LEN);
+	if (!system)
+		batpak_check_metadata_keys(e->metadata);
 	if (e->has_expected && e->expected_sequence < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -111,14 +143,16 @@ batpak_validate_event(const BatpakNewEvent *e, bool system)
 				 errhint("Use NULL for no check and 0 for an entity that must have no events.")));
 }
 
-/* Check one event and return the size of its request item */
+/*
+ * The size of an event's request item, refused past batpak.max_event_size.
+ * After the gates, which may add the bypass record to the metadata.
+ */
 static Size
-batpak_check_event(const BatpakNewEvent *e, bool system)
+batpak_event_size(const BatpakNewEvent *e)
 {
 	Size		size;
 	Size		limit = (Size) batpak_max_event_size_kb * 1024;
 
-	batpak_validate_event(e, system);
 	size = VARSIZE_ANY_EXHDR(e->entity) + VARSIZE_ANY_EXHDR(e->scope) +
 		VARSIZE_ANY_EXHDR(e->kind) + (e->idem ? VARSIZE_ANY_EXHDR(e->idem) : 0) +
 		VARSIZE(e->payload) - VARHDRSZ +
@@ -130,6 +164,25 @@ batpak_check_event(const BatpakNewEvent *e, bool system)
 				 errdetail("The event takes %zu bytes; batpak.max_event_size is %zu bytes.",
 						   size, limit)));
 	return MAXALIGN(offsetof(BatpakEventReq, data) + size);
+}
+
+/* Check one event as the caller gave it and return its item's size */
+static Size
+batpak_check_event(const BatpakNewEvent *e, bool system)
+{
+	batpak_validate_event(e, system);
+	return batpak_event_size(e);
+}
+
+/*
+ * An append writes: refused in a read-only transaction (and so on a hot
+ * standby), as nextval is, although the writer, not this transaction,
+ * writes the files.  Before anything else, the gates included.
+ */
+static void
+batpak_check_writable(void)
+{
+	PreventCommandIfReadOnly("batpak.append");
 }
 
 static char *
@@ -234,7 +287,12 @@ batpak_append(PG_FUNCTION_ARGS)
 	Size		itemsize;
 	TupleDesc	tupdesc;
 
+	/* the modes are the caller's, taken before a gate could change them */
+	bool		transactional = batpak_transactional;
+	bool		synchronous = batpak_synchronous_commit;
+
 	batpak_check_loaded();
+	batpak_check_writable();
 	batpak_event_from_args(fcinfo, &e);
 	e.has_expected = !PG_ARGISNULL(5);
 	e.expected_sequence = e.has_expected ? PG_GETARG_INT64(5) : 0;
@@ -245,8 +303,8 @@ batpak_append(PG_FUNCTION_ARGS)
 	(void) batpak_check_event(&e, false);
 	batpak_gates_apply(&e, 0);
 	/* a gate bypass adds to the metadata */
-	itemsize = batpak_check_event(&e, false);
-	req = batpak_request_create(1, itemsize);
+	itemsize = batpak_event_size(&e);
+	req = batpak_request_create(1, itemsize, transactional, synchronous);
 	req->batch = false;
 	(void) batpak_pack_event(req->events, &e, itemsize);
 
@@ -277,24 +335,14 @@ batpak_append(PG_FUNCTION_ARGS)
 void
 batpak_append_system_event(const BatpakNewEvent *e)
 {
-	bool		save = batpak_transactional;
 	Size		itemsize = batpak_check_event(e, true);
 	BatpakRequest *req;
 
-	batpak_transactional = false;
-	PG_TRY();
-	{
-		req = batpak_request_create(1, itemsize);
-		req->batch = false;
-		(void) batpak_pack_event(req->events, e, itemsize);
-		(void) batpak_submit_and_wait(req);
-		batpak_request_done();
-	}
-	PG_FINALLY();
-	{
-		batpak_transactional = save;
-	}
-	PG_END_TRY();
+	req = batpak_request_create(1, itemsize, false, batpak_synchronous_commit);
+	req->batch = false;
+	(void) batpak_pack_event(req->events, e, itemsize);
+	(void) batpak_submit_and_wait(req);
+	batpak_request_done();
 }
 
 /* Read the fields of one batpak.new_event composite */
@@ -390,8 +438,11 @@ batpak_append_batch(PG_FUNCTION_ARGS)
 	char	   *p;
 	char	   *scratch;
 	BatpakReceipt *receipts;
+	bool		transactional = batpak_transactional;
+	bool		synchronous = batpak_synchronous_commit;
 
 	batpak_check_loaded();
+	batpak_check_writable();
 	batpak_require(PG_ARGISNULL(0), "events");
 	batpak_materialize(fcinfo);
 
@@ -434,7 +485,7 @@ batpak_append_batch(PG_FUNCTION_ARGS)
 	for (int i = 0; i < n; i++)
 	{
 		batpak_gates_apply(&events[i], i + 1);
-		sizes[i] = batpak_check_event(&events[i], false);
+		sizes[i] = batpak_event_size(&events[i]);
 		total += sizes[i];
 		if (total > BATPAK_MAX_REQUEST_SIZE)
 			ereport(ERROR,
@@ -443,7 +494,7 @@ batpak_append_batch(PG_FUNCTION_ARGS)
 					 errdetail("The events take more than %zu bytes.", BATPAK_MAX_REQUEST_SIZE)));
 	}
 
-	req = batpak_request_create(n, total);
+	req = batpak_request_create(n, total, transactional, synchronous);
 	req->batch = true;
 	p = req->events;
 	for (int i = 0; i < n; i++)

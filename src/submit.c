@@ -342,7 +342,8 @@ batpak_prepare_buffer(Size total)
  * is valid until the next one is created.
  */
 BatpakRequest *
-batpak_request_create(uint32 nevents, Size events_size)
+batpak_request_create(uint32 nevents, Size events_size, bool transactional,
+					  bool synchronous)
 {
 	Size		receipts_off = MAXALIGN(offsetof(BatpakRequest, events) + events_size);
 	Size		total = receipts_off + (Size) nevents * sizeof(BatpakReceipt);
@@ -366,11 +367,11 @@ batpak_request_create(uint32 nevents, Size events_size)
 	req->nevents = nevents;
 	req->total_size = total;
 	req->receipts_off = receipts_off;
-	req->synchronous = batpak_synchronous_commit;
+	req->synchronous = synchronous;
 	/* superuser-only, see batpak.c; read_pause is the reader's own */
 	req->fault = (batpak_inject_fault == BATPAK_FAULT_READ_PAUSE) ?
 		BATPAK_FAULT_NONE : batpak_inject_fault;
-	batpak_xact_prepare_request(req);
+	batpak_xact_prepare_request(req, transactional);
 	return req;
 }
 
@@ -437,17 +438,29 @@ batpak_submit_and_wait(BatpakRequest *req)
 
 					/*
 					 * The writer answered before the interrupt took effect.
-					 * If it wrote the events, hiding that behind a cancel
-					 * would invite a duplicate on retry: return the
-					 * receipts, as a COMMIT that completes despite a late
-					 * cancel does.
+					 * The cancel (or statement_timeout) still ends the
+					 * statement: returning the receipts and dropping it let
+					 * a statement of many appends run on unbounded.  But
+					 * the events are written: say so, so that the caller
+					 * does not append them again.  In transactional mode
+					 * this error rolls back the (sub)transaction that
+					 * appended them, so they never become visible.
 					 */
 					if (req->status == BATPAK_REPLY_OK &&
 						edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 					{
 						FlushErrorState();
-						result = BATPAK_WAIT_DONE;
-						break;
+						if (req->top_xid != 0)
+							ereport(ERROR,
+									(errcode(ERRCODE_QUERY_CANCELED),
+									 errmsg("%s", edata->message),
+									 errdetail("The append had been written when the cancel took effect; the rollback that follows discards it.")));
+						ereport(ERROR,
+								(errcode(ERRCODE_QUERY_CANCELED),
+								 errmsg("%s", edata->message),
+								 errdetail("The append had completed when the cancel took effect: its %u event(s) are stored, the first with global sequence " UINT64_FORMAT ".",
+										   req->nevents, BATPAK_REQ_RECEIPTS(req)[0].global_seq),
+								 errhint("Retry with the same idempotency key to get the receipts; without one, a retry appends again.")));
 					}
 					PG_RE_THROW();
 					break;

@@ -188,9 +188,9 @@ batpak_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
  * transactional mode, assign the xids and remember to announce the end.
  */
 void
-batpak_xact_prepare_request(BatpakRequest *req)
+batpak_xact_prepare_request(BatpakRequest *req, bool transactional)
 {
-	if (batpak_transactional)
+	if (transactional)
 	{
 		if (IsInParallelMode())
 			ereport(ERROR,
