@@ -41,6 +41,8 @@ static const struct config_enum_entry batpak_fault_options[] = {
 	{"discard_crash", BATPAK_FAULT_DISCARD_CRASH, false},
 	{"read_pause", BATPAK_FAULT_READ_PAUSE, false},
 	{"xid_status", BATPAK_FAULT_XID_STATUS, false},
+	{"answer_pause", BATPAK_FAULT_ANSWER_PAUSE, false},
+	{"cancel_after_answer", BATPAK_FAULT_CANCEL_AFTER_ANSWER, false},
 	{NULL, 0, false}
 };
 bool		batpak_loaded = false;
@@ -174,7 +176,10 @@ batpak_define_gucs(void)
 							 "of discarding what the group wrote. read_pause: the session's reads wait for "
 							 "pg_advisory_lock(108170704871787) to be free before each frame they read. "
 							 "xid_status: the writer's look-up of a transaction's status fails while it holds "
-							 "the clog truncation lock.",
+							 "the clog truncation lock. answer_pause (a session's only): the writer writes the "
+							 "session's append, then holds its answer until the session gives up waiting "
+							 "(cancel, statement_timeout), at most 60 s. cancel_after_answer: the session acts "
+							 "on a query cancel that arrives just after the writer answered its append.",
 							 &batpak_inject_fault,
 							 BATPAK_FAULT_NONE,
 							 batpak_fault_options,

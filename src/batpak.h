@@ -417,6 +417,11 @@ extern int	batpak_inject_fault;
 										 * lock before each frame it reads */
 #define BATPAK_FAULT_XID_STATUS		8	/* the writer's look-up of a
 										 * transaction's status fails */
+#define BATPAK_FAULT_ANSWER_PAUSE	9	/* the writer holds its answer to
+										 * the request until the backend
+										 * gives up on it */
+#define BATPAK_FAULT_CANCEL_AFTER_ANSWER 10	/* the session is cancelled just
+											 * after the writer answered */
 /* the advisory lock (one bigint key) a read_pause reader waits for */
 #define BATPAK_READ_PAUSE_LOCK		INT64CONST(0x62617470616b)
 extern bool batpak_loaded;
@@ -605,7 +610,7 @@ extern bool batpak_record_denials;
 extern char *batpak_gate_bypass_reason;
 extern bool batpak_gate_bypass_check(char **newval, void **extra, GucSource source);
 extern void batpak_gate_bypass_assign(const char *newval, void *extra);
-extern void batpak_gates_apply(BatpakNewEvent *e, int item);
+extern void batpak_gates_apply(BatpakNewEvent *e, int item, bool synchronous);
 extern Oid	batpak_extension_table(const char *relname);
 extern Oid	batpak_rel_owner(Oid relid);
 
@@ -613,7 +618,7 @@ extern Oid	batpak_rel_owner(Oid relid);
 extern void batpak_check_coordinate(const char *what, const char *s, Size len,
 									Size maxlen);
 extern void batpak_check_kind(const char *s, Size len);
-extern void batpak_append_system_event(const BatpakNewEvent *e);
+extern void batpak_append_system_event(const BatpakNewEvent *e, bool synchronous);
 extern void batpak_validate_event(const BatpakNewEvent *e, bool system);
 extern void batpak_event_from_args(FunctionCallInfo fcinfo, BatpakNewEvent *e);
 

@@ -238,7 +238,10 @@ batpak_gates_load(void)
 		 * invalidation after it became visible (commit order), so we hear of
 		 * it: during the load (gates_changed_during_load) or after.  A
 		 * parallel operation cannot take a new snapshot: it reads with the
-		 * active one and the list serves that call only (below).
+		 * active one and the list serves that call only (below).  Only
+		 * evaluate_gates gets here in one, which writes nothing: appends
+		 * are refused in a parallel operation (batpak_check_writable), as
+		 * the leader's snapshot may predate a gate.
 		 */
 		rc = SPI_execute_snapshot(plan, NULL, NULL,
 								  IsInParallelMode() ? InvalidSnapshot : GetLatestSnapshot(),
@@ -524,9 +527,14 @@ batpak_gates_ensure(void)
 		batpak_gates_load();
 }
 
-/* Append the denial as a batpak.denial event of the entity, if we can */
+/*
+ * Append the denial as a batpak.denial event of the entity, if we can.
+ * Appends never run in a parallel operation (batpak_check_writable), so a
+ * subtransaction can be started here.
+ */
 static void
-batpak_record_denial(const BatpakNewEvent *e, const char *gate, const char *message)
+batpak_record_denial(const BatpakNewEvent *e, const char *gate, const char *message,
+					 bool synchronous)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -562,21 +570,15 @@ batpak_record_denial(const BatpakNewEvent *e, const char *gate, const char *mess
 	/*
 	 * In a subtransaction, so that a failure to record (the entity held by
 	 * this transaction's pending events, the writer away) leaves the denial
-	 * itself to be reported, with a warning.  A parallel operation cannot
-	 * start one: say so, and report the denial.
+	 * itself to be reported, with a warning.  A cancel (or
+	 * statement_timeout) is not such a failure: it ends the statement, and
+	 * its detail says whether the record was written (submit.c).
 	 */
-	if (IsInParallelMode())
-	{
-		ereport(WARNING,
-				(errmsg("denial by gate \"%s\" not recorded: cannot record it during a parallel operation",
-						gate)));
-		return;
-	}
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();
 	{
-		batpak_append_system_event(&d);
+		batpak_append_system_event(&d, synchronous);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
@@ -591,8 +593,18 @@ batpak_record_denial(const BatpakNewEvent *e, const char *gate, const char *mess
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			ereport(ERROR,
+					(errcode(ERRCODE_QUERY_CANCELED),
+					 errmsg("%s", edata->message),
+					 edata->detail ?
+					 errdetail("Gate \"%s\" denied the append. Recording the denial: %s", gate, edata->detail) :
+					 errdetail("Gate \"%s\" denied the append; the denial was not recorded.", gate)));
 		ereport(WARNING,
-				(errmsg("denial by gate \"%s\" not recorded: %s", gate, edata->message)));
+				(errmsg("denial by gate \"%s\" %s: %s", gate,
+						edata->sqlerrcode == ERRCODE_BATPAK_OUTCOME_UNKNOWN ?
+						"perhaps not recorded" : "not recorded",
+						edata->message)));
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
@@ -693,10 +705,11 @@ batpak_idem_stored(const text *idem)
 
 /*
  * Pass one proposed event through the gates (item: its 1-based place in a
- * batch, 0 for a lone append).  Raises BP002 at the first denial.
+ * batch, 0 for a lone append; synchronous: the call's mode, which a denial
+ * record takes).  Raises BP002 at the first denial.
  */
 void
-batpak_gates_apply(BatpakNewEvent *e, int item)
+batpak_gates_apply(BatpakNewEvent *e, int item, bool synchronous)
 {
 	if (batpak_gate_bypass_reason != NULL && batpak_gate_bypass_reason[0] != '\0')
 	{
@@ -762,7 +775,7 @@ batpak_gates_apply(BatpakNewEvent *e, int item)
 		if (message != NULL)
 		{
 			if (batpak_record_denials)
-				batpak_record_denial(e, gate, message);
+				batpak_record_denial(e, gate, message, synchronous);
 			ereport(ERROR,
 					(errcode(ERRCODE_BATPAK_GATE_DENIED),
 					 errmsg("append denied by gate \"%s\": %s", gate, message),

@@ -13,6 +13,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -177,12 +178,22 @@ batpak_check_event(const BatpakNewEvent *e, bool system)
 /*
  * An append writes: refused in a read-only transaction (and so on a hot
  * standby), as nextval is, although the writer, not this transaction,
- * writes the files.  Before anything else, the gates included.
+ * writes the files.  Refused in a parallel operation too (a function
+ * wrongly marked PARALLEL SAFE, or force_parallel_mode): a transactional
+ * append needs an xid of its own, and the gates there could only be read
+ * with the leader's snapshot, which under REPEATABLE READ may predate a
+ * gate (see batpak_gates_load), so an immediate append would pass a gate
+ * it must meet.  Before anything else, the gates included.
  */
 static void
-batpak_check_writable(void)
+batpak_check_writable(const char *function)
 {
-	PreventCommandIfReadOnly("batpak.append");
+	PreventCommandIfReadOnly(function);
+	if (IsInParallelMode())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
+				 errmsg("cannot append batpak events during a parallel operation"),
+				 errhint("Do not mark a function that appends PARALLEL SAFE.")));
 }
 
 static char *
@@ -292,7 +303,7 @@ batpak_append(PG_FUNCTION_ARGS)
 	bool		synchronous = batpak_synchronous_commit;
 
 	batpak_check_loaded();
-	batpak_check_writable();
+	batpak_check_writable("batpak.append");
 	batpak_event_from_args(fcinfo, &e);
 	e.has_expected = !PG_ARGISNULL(5);
 	e.expected_sequence = e.has_expected ? PG_GETARG_INT64(5) : 0;
@@ -301,7 +312,7 @@ batpak_append(PG_FUNCTION_ARGS)
 	e.causation_id = PG_ARGISNULL(8) ? NULL : PG_GETARG_UUID_P(8);
 
 	(void) batpak_check_event(&e, false);
-	batpak_gates_apply(&e, 0);
+	batpak_gates_apply(&e, 0, synchronous);
 	/* a gate bypass adds to the metadata */
 	itemsize = batpak_event_size(&e);
 	req = batpak_request_create(1, itemsize, transactional, synchronous);
@@ -330,15 +341,16 @@ batpak_append(PG_FUNCTION_ARGS)
 /*
  * Append an event of batpak's own (a reserved kind, no gates), in immediate
  * mode: it stays whatever the calling transaction does.  Used to record a
- * gate's denial.
+ * gate's denial, synchronous as the denied call (read when it started,
+ * before a gate could change it).
  */
 void
-batpak_append_system_event(const BatpakNewEvent *e)
+batpak_append_system_event(const BatpakNewEvent *e, bool synchronous)
 {
 	Size		itemsize = batpak_check_event(e, true);
 	BatpakRequest *req;
 
-	req = batpak_request_create(1, itemsize, false, batpak_synchronous_commit);
+	req = batpak_request_create(1, itemsize, false, synchronous);
 	req->batch = false;
 	(void) batpak_pack_event(req->events, e, itemsize);
 	(void) batpak_submit_and_wait(req);
@@ -442,7 +454,7 @@ batpak_append_batch(PG_FUNCTION_ARGS)
 	bool		synchronous = batpak_synchronous_commit;
 
 	batpak_check_loaded();
-	batpak_check_writable();
+	batpak_check_writable("batpak.append_batch");
 	batpak_require(PG_ARGISNULL(0), "events");
 	batpak_materialize(fcinfo);
 
@@ -484,7 +496,7 @@ batpak_append_batch(PG_FUNCTION_ARGS)
 	/* the gates see only valid events; one denial refuses the batch */
 	for (int i = 0; i < n; i++)
 	{
-		batpak_gates_apply(&events[i], i + 1);
+		batpak_gates_apply(&events[i], i + 1, synchronous);
 		sizes[i] = batpak_event_size(&events[i]);
 		total += sizes[i];
 		if (total > BATPAK_MAX_REQUEST_SIZE)

@@ -16,7 +16,9 @@
  * cancelled, or batpak.writer_timeout passes.  A request the writer never
  * took is known not to be written, and is resubmitted to a restarted writer
  * within the timeout.  A request the writer took but did not answer has an
- * unknown outcome, and we say so (BP004); the slot is then ABANDONED and the
+ * unknown outcome in immediate mode, and we say so (BP004); in transactional
+ * mode the error's rollback settles it (batpak_wait_reply).  The slot is
+ * then ABANDONED and the
  * writer frees the request instead of replying, so a late reply can never be
  * mistaken for the answer to a later request of this backend.
  *
@@ -237,8 +239,18 @@ batpak_take_reply(BatpakSlot *slot)
 	pg_atomic_write_u32(&slot->state, BATPAK_SLOT_IDLE);
 }
 
+/*
+ * Wait for the writer's answer to our request.  When the writer went away
+ * or the deadline passed after the writer took the request, its outcome is
+ * unknown in immediate mode (BP004).  In transactional mode it is known:
+ * whatever the writer wrote is pending under our (sub)transaction's xid,
+ * and the error we raise aborts that (sub)transaction before it can
+ * commit, so the events never become visible (the writer, or recovery,
+ * settles them as rolled back): that is BP003, not written as far as
+ * anyone will ever see.
+ */
 static BatpakWaitResult
-batpak_wait_reply(BatpakSlot *slot, TimestampTz deadline)
+batpak_wait_reply(BatpakSlot *slot, TimestampTz deadline, bool transactional)
 {
 	for (;;)
 	{
@@ -247,6 +259,16 @@ batpak_wait_reply(BatpakSlot *slot, TimestampTz deadline)
 
 		if (state == BATPAK_SLOT_DONE)
 		{
+			/*
+			 * The fault cancel_after_answer (tests only): a cancel that
+			 * arrives now, after the answer and before we took it.
+			 */
+			if (unlikely(batpak_inject_fault == BATPAK_FAULT_CANCEL_AFTER_ANSWER))
+			{
+				QueryCancelPending = true;
+				InterruptPending = true;
+				CHECK_FOR_INTERRUPTS();
+			}
 			/* the reply was written before DONE: read it after seeing DONE */
 			pg_read_barrier();
 			batpak_take_reply(slot);
@@ -270,6 +292,14 @@ batpak_wait_reply(BatpakSlot *slot, TimestampTz deadline)
 							 errhint("Check that the batpak writer is running; see the server log.")));
 					break;
 				default:
+					if (transactional)
+						ereport(ERROR,
+								(errcode(ERRCODE_BATPAK_WRITER_UNAVAILABLE),
+								 errmsg("%s",
+										remaining <= 0 ? "batpak writer did not answer the append within batpak.writer_timeout" :
+										"batpak writer stopped while writing the append"),
+								 errdetail("The writer had taken the append; the rollback that follows discards whatever it wrote, so the events never become visible."),
+								 errhint("Check that the batpak writer is running; see the server log.")));
 					ereport(ERROR,
 							(errcode(ERRCODE_BATPAK_OUTCOME_UNKNOWN),
 							 errmsg("outcome of the append is unknown: %s",
@@ -368,8 +398,9 @@ batpak_request_create(uint32 nevents, Size events_size, bool transactional,
 	req->total_size = total;
 	req->receipts_off = receipts_off;
 	req->synchronous = synchronous;
-	/* superuser-only, see batpak.c; read_pause is the reader's own */
-	req->fault = (batpak_inject_fault == BATPAK_FAULT_READ_PAUSE) ?
+	/* superuser-only, see batpak.c; two are the session's own */
+	req->fault = (batpak_inject_fault == BATPAK_FAULT_READ_PAUSE ||
+				  batpak_inject_fault == BATPAK_FAULT_CANCEL_AFTER_ANSWER) ?
 		BATPAK_FAULT_NONE : batpak_inject_fault;
 	batpak_xact_prepare_request(req, transactional);
 	return req;
@@ -387,6 +418,12 @@ batpak_submit_and_wait(BatpakRequest *req)
 	BatpakSlot *slot = batpak_my_slot();
 	volatile BatpakWaitResult result = BATPAK_WAIT_DONE;
 	MemoryContext callercxt = CurrentMemoryContext;
+
+	/*
+	 * Read now: once we abandon a request the writer took, the writer frees
+	 * it, and req must not be touched again.
+	 */
+	bool		transactional = (req->top_xid != 0);
 
 	for (;;)
 	{
@@ -412,7 +449,7 @@ batpak_submit_and_wait(BatpakRequest *req)
 
 		PG_TRY();
 		{
-			result = batpak_wait_reply(slot, batpak_deadline);
+			result = batpak_wait_reply(slot, batpak_deadline, transactional);
 		}
 		PG_CATCH();
 		{
@@ -426,7 +463,8 @@ batpak_submit_and_wait(BatpakRequest *req)
 			/*
 			 * Interrupted (cancel, statement timeout) with the request still
 			 * out: withdraw it.  If the writer had already taken it, the
-			 * caller must learn that the outcome is unknown.
+			 * caller must learn that the outcome is unknown; in
+			 * transactional mode it is known (see batpak_wait_reply).
 			 */
 			MemoryContextSwitchTo(callercxt);
 			edata = CopyErrorData();
@@ -450,7 +488,7 @@ batpak_submit_and_wait(BatpakRequest *req)
 						edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 					{
 						FlushErrorState();
-						if (req->top_xid != 0)
+						if (transactional)
 							ereport(ERROR,
 									(errcode(ERRCODE_QUERY_CANCELED),
 									 errmsg("%s", edata->message),
@@ -458,7 +496,7 @@ batpak_submit_and_wait(BatpakRequest *req)
 						ereport(ERROR,
 								(errcode(ERRCODE_QUERY_CANCELED),
 								 errmsg("%s", edata->message),
-								 errdetail("The append had completed when the cancel took effect: its %u event(s) are stored, the first with global sequence " UINT64_FORMAT ".",
+								 errdetail("The append had completed when the cancel took effect: its %u event(s) are in the store (the first receipt names global sequence " UINT64_FORMAT ").",
 										   req->nevents, BATPAK_REQ_RECEIPTS(req)[0].global_seq),
 								 errhint("Retry with the same idempotency key to get the receipts; without one, a retry appends again.")));
 					}
@@ -469,6 +507,11 @@ batpak_submit_and_wait(BatpakRequest *req)
 					break;
 				default:
 					FlushErrorState();
+					if (transactional)
+						ereport(ERROR,
+								(errcode(edata->sqlerrcode),
+								 errmsg("%s", edata->message),
+								 errdetail("The writer had taken the append when the wait was interrupted; the rollback that follows discards whatever it wrote.")));
 					ereport(ERROR,
 							(errcode(ERRCODE_BATPAK_OUTCOME_UNKNOWN),
 							 errmsg("outcome of the append is unknown: %s", edata->message),

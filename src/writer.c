@@ -1646,6 +1646,37 @@ writer_process_request(WriterGroupReq *g, TimestampTz committed_at)
 	g->pub_end = W.npubs;
 }
 
+/*
+ * The fault answer_pause (tests only): the group is written, synced and
+ * published; hold the answers until every request that asked for the pause
+ * is given up by its backend (the slot goes ABANDONED), so that a cancel is
+ * sure to fall between the writer's taking the request and its answer.  At
+ * most 60 s, and not past a shutdown request.  The drain loop scans the
+ * slots again after the group, so resetting our latch here loses nothing.
+ */
+static void
+writer_answer_pause(WriterGroupReq *group, int n)
+{
+	TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 60000);
+
+	while (!ShutdownRequestPending && GetCurrentTimestamp() < end)
+	{
+		bool		waiting = false;
+
+		for (int i = 0; i < n; i++)
+			if (group[i].req->fault == BATPAK_FAULT_ANSWER_PAUSE &&
+				pg_atomic_read_u32(&BatpakCtl->slots[group[i].slotno].state) ==
+				BATPAK_SLOT_PROCESSING)
+				waiting = true;
+		if (!waiting)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 10, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
 static void
 writer_reply(WriterGroupReq *g)
 {
@@ -1933,6 +1964,8 @@ writer_serve_group(WriterGroupReq *group)
 	 */
 	if (sync && W.unsynced)
 		writer_flush_async(true);
+	if (W.group_fault == BATPAK_FAULT_ANSWER_PAUSE)
+		writer_answer_pause(group, n);
 	W.group_fault = BATPAK_FAULT_NONE;
 	pg_atomic_fetch_add_u64(&BatpakCtl->counters.groups, 1);
 

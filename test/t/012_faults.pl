@@ -14,7 +14,10 @@
 # BP003; a crash in the middle of the discard (discard_crash) leaves a store
 # that recovery cuts back to its last sync point.  A failed look-up of a
 # transaction's status (xid_status) refuses its request and leaves the
-# writer serving with no lock taken.
+# writer serving with no lock taken.  A cancel that falls between the
+# writer's taking an append and its answer (answer_pause) says that the
+# outcome is unknown in immediate mode, and that the rollback discards the
+# append in transactional mode.
 
 use strict;
 use warnings;
@@ -411,7 +414,135 @@ is($read_out, 'done', 'span: and returns no row');
 		'1:0,2:1', 'xid status: exactly the two appended events are there');
 }
 
-# --- 8. a crash after all that changes nothing --------------------------------
+# --- 8. a cancel while the writer holds its answer ------------------------------
+#
+# answer_pause: the writer writes and syncs the session's append, then holds
+# its answer until the session gives up on it.  The test waits until the
+# event is written (stats.written_sequence), then cancels the session, so the
+# cancel falls between the writer's taking the append and its answer.  In
+# transactional mode the outcome is known: the error rolls the transaction
+# back, so the event never becomes visible (57014, with a detail saying so;
+# it was BP004, "outcome unknown", before).  In immediate mode the caller
+# cannot know (BP004), and the event is in fact stored.
+
+for my $mode ('on', 'off')
+{
+	my $label = "answer pause, transactional $mode";
+	my $ent = "pause-$mode";
+	my $wpid = writer_pid();
+	my $seq0 = sql('SELECT written_sequence FROM batpak.stats');
+	my $bg = $node->background_psql('postgres', on_error_stop => 0, timeout => 120);
+	$bg->query_safe("\\set VERBOSITY verbose\nSET batpak.transactional = $mode");
+	my $pid = $bg->query_safe('SELECT pg_backend_pid()');
+	$bg->query_until(qr/appending/,
+		"\\echo appending\nSET batpak.inject_fault = 'answer_pause';\n"
+		  . "SELECT global_sequence FROM batpak.append('$ent', 'f', 'k', '{}');\n");
+	ok( deadline_loop(60, sub { sql('SELECT written_sequence FROM batpak.stats') > $seq0 }),
+		"$label: the writer wrote the append");
+	is(sql("SELECT pg_cancel_backend($pid)"), 't', "$label: the session is cancelled");
+	$bg->{stderr} = '';
+	my ($out) = $bg->query("SELECT 'done'");
+	my $err = $bg->{stderr};
+	$bg->quit;
+	is($out, 'done', "$label: the append returned no receipt");
+	if ($mode eq 'on')
+	{
+		like($err,
+			qr/ERROR:\s+57014: canceling statement due to user request\nDETAIL:\s+The writer had taken the append when the wait was interrupted; the rollback that follows discards whatever it wrote\./,
+			"$label: 57014, and the detail says the rollback discards it");
+		is(sql(qq{SELECT count(*) FROM batpak.read_stream('$ent')}), '0',
+			"$label: the event is not visible");
+		is(sql(qq{SELECT entity_sequence FROM batpak.append('$ent', 'f', 'k', '{}')}), '1',
+			"$label: the next append to the entity takes sequence 1 again");
+	}
+	else
+	{
+		like($err,
+			qr/ERROR:\s+BP004: outcome of the append is unknown: canceling statement due to user request/,
+			"$label: BP004, outcome unknown");
+		is(sql(qq{SELECT string_agg(entity_sequence::text, ',') FROM batpak.read_stream('$ent')}), '1',
+			"$label: the event is stored");
+	}
+	is(writer_pid(), $wpid, "$label: the same writer serves");
+
+	# The same when the wait ends at batpak.writer_timeout (3 s; the writer
+	# holds its answer for up to 60 s): BP003 in transactional mode, where
+	# the rollback settles it, BP004 in immediate mode.
+	$ent = "pause-timeout-$mode";
+	my ($ret, $stdout, $stderr) = $node->psql('postgres',
+		"\\set VERBOSITY verbose\nSET batpak.transactional = $mode;\n"
+		  . "SET batpak.writer_timeout = '3s';\nSET batpak.inject_fault = 'answer_pause';\n"
+		  . "SELECT global_sequence FROM batpak.append('$ent', 'f', 'k', '{}');");
+	is($stdout, '', "$label, writer_timeout: no receipt");
+	if ($mode eq 'on')
+	{
+		like($stderr,
+			qr/ERROR:\s+BP003: batpak writer did not answer the append within batpak.writer_timeout\nDETAIL:\s+The writer had taken the append; the rollback that follows discards whatever it wrote, so the events never become visible\./,
+			"$label, writer_timeout: BP003, and the detail says the rollback discards it");
+		is(sql(qq{SELECT count(*) FROM batpak.read_stream('$ent')}), '0',
+			"$label, writer_timeout: the event is not visible");
+	}
+	else
+	{
+		like($stderr,
+			qr/ERROR:\s+BP004: outcome of the append is unknown: the writer did not answer within batpak.writer_timeout/,
+			"$label, writer_timeout: BP004, outcome unknown");
+		is(sql(qq{SELECT count(*) FROM batpak.read_stream('$ent')}), '1',
+			"$label, writer_timeout: the event is stored");
+	}
+	is(writer_pid(), $wpid, "$label, writer_timeout: the same writer serves");
+
+	# A cancel that takes effect after the writer answered
+	# (cancel_after_answer) ends the statement too, with 57014, and its
+	# detail says what became of the append.
+	$ent = "after-answer-$mode";
+	($ret, $stdout, $stderr) = $node->psql('postgres',
+		"\\set VERBOSITY verbose\nSET batpak.transactional = $mode;\n"
+		  . "SET batpak.inject_fault = 'cancel_after_answer';\n"
+		  . "SELECT global_sequence FROM batpak.append('$ent', 'f', 'k', '{}');");
+	is($stdout, '', "$label, cancel after the answer: no receipt");
+	if ($mode eq 'on')
+	{
+		like($stderr,
+			qr/ERROR:\s+57014: canceling statement due to user request\nDETAIL:\s+The append had been written when the cancel took effect; the rollback that follows discards it\./,
+			"$label, cancel after the answer: 57014, the rollback discards it");
+		is(sql(qq{SELECT count(*) FROM batpak.read_stream('$ent')}), '0',
+			"$label, cancel after the answer: the event is not visible");
+	}
+	else
+	{
+		my ($named) = $stderr =~
+		  /ERROR:\s+57014: canceling statement due to user request\nDETAIL:\s+The append had completed when the cancel took effect: its 1 event\(s\) are in the store \(the first receipt names global sequence (\d+)\)\./;
+		ok(defined $named, "$label, cancel after the answer: 57014, the event is in the store")
+		  or diag $stderr;
+		is(sql(qq{SELECT string_agg(global_sequence::text, ',') FROM batpak.read_stream('$ent')}),
+			$named // 'none', "$label, cancel after the answer: the event named is the one stored");
+	}
+}
+
+# A gate's denial recorded (record_denials) when the cancel takes effect
+# after the writer answered the record: the cancel ends the statement (it
+# used to be turned into a warning that the denial was not recorded, and
+# BP002), and the detail says the record is stored.
+sql(q{CREATE FUNCTION deny_all(e batpak.new_event) RETURNS text LANGUAGE sql
+      AS $$ SELECT 'no' $$;
+      SELECT batpak.gate_create('deny_all', 'deny_all(batpak.new_event)', entity_prefix => 'denied-')});
+{
+	my ($ret, $stdout, $stderr) = $node->psql('postgres',
+		"\\set VERBOSITY verbose\nSET batpak.record_denials = on;\n"
+		  . "SET batpak.inject_fault = 'cancel_after_answer';\n"
+		  . "SELECT global_sequence FROM batpak.append('denied-1', 'f', 'k', '{}');");
+	my ($named) = $stderr =~
+	  /ERROR:\s+57014: canceling statement due to user request\nDETAIL:\s+Gate "deny_all" denied the append\. Recording the denial: The append had completed when the cancel took effect: its 1 event\(s\) are in the store \(the first receipt names global sequence (\d+)\)\./;
+	ok(defined $named, 'denial record, cancel after the answer: 57014, the record is in the store')
+	  or diag $stderr;
+	is(sql(q{SELECT string_agg(global_sequence || ' ' || kind || ' ' || (payload->>'gate'), ',')
+	         FROM batpak.read_stream('denied-1')}),
+		($named // 'none') . ' batpak.denial deny_all', 'denial record, cancel after the answer: the record is stored');
+}
+sql(q{SELECT batpak.gate_drop('deny_all'); DROP FUNCTION deny_all(batpak.new_event)});
+
+# --- 9. a crash after all that changes nothing --------------------------------
 
 my $before_crash = read_all_text($node);
 crash_node($node);
