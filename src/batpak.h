@@ -521,7 +521,7 @@ extern BatpakRequest *batpak_request_create(uint32 nevents, Size events_size,
 											 bool transactional, bool synchronous);
 extern void batpak_release_request_buffer(void);
 extern void batpak_request_done(void);
-extern BatpakRequest *batpak_submit_and_wait(BatpakRequest *req);
+extern BatpakRequest *batpak_submit_and_wait(BatpakRequest *req, bool keep_interrupt);
 
 /* xact.c */
 extern void batpak_xact_prepare_request(BatpakRequest *req, bool transactional);

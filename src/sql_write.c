@@ -319,7 +319,7 @@ batpak_append(PG_FUNCTION_ARGS)
 	req->batch = false;
 	(void) batpak_pack_event(req->events, &e, itemsize);
 
-	req = batpak_submit_and_wait(req);
+	req = batpak_submit_and_wait(req, false);
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
@@ -353,7 +353,7 @@ batpak_append_system_event(const BatpakNewEvent *e, bool synchronous)
 	req = batpak_request_create(1, itemsize, false, synchronous);
 	req->batch = false;
 	(void) batpak_pack_event(req->events, e, itemsize);
-	(void) batpak_submit_and_wait(req);
+	(void) batpak_submit_and_wait(req, true);
 	batpak_request_done();
 }
 
@@ -512,7 +512,7 @@ batpak_append_batch(PG_FUNCTION_ARGS)
 	for (int i = 0; i < n; i++)
 		p = batpak_pack_event(p, &events[i], sizes[i]);
 
-	req = batpak_submit_and_wait(req);
+	req = batpak_submit_and_wait(req, false);
 
 	receipts = BATPAK_REQ_RECEIPTS(req);
 	scratch = palloc(BATPAK_RECEIPT_SCRATCH);

@@ -298,7 +298,7 @@ batpak_wait_reply(BatpakSlot *slot, TimestampTz deadline, bool transactional)
 								 errmsg("%s",
 										remaining <= 0 ? "batpak writer did not answer the append within batpak.writer_timeout" :
 										"batpak writer stopped while writing the append"),
-								 errdetail("The writer had taken the append; the rollback that follows discards whatever it wrote, so the events never become visible."),
+								 errdetail("The writer had taken the append; the rollback that follows discards whatever it wrote for this call, which never becomes visible."),
 								 errhint("Check that the batpak writer is running; see the server log.")));
 					ereport(ERROR,
 							(errcode(ERRCODE_BATPAK_OUTCOME_UNKNOWN),
@@ -410,10 +410,14 @@ batpak_request_create(uint32 nevents, Size events_size, bool transactional,
  * Submit req (from batpak_request_create) to the writer and wait for its
  * reply.  Returns the request, which then holds the receipts (it moves if a
  * restarted writer needs it in its new area); a refusal by the writer is
- * raised as the error it sent.
+ * raised as the error it sent.  keep_interrupt: an interruption after the
+ * writer took an immediate request is raised with its own SQLSTATE (the
+ * outcome, unknown, in the detail) rather than as BP004, for a caller that
+ * catches the errors of its append but must not swallow a cancel (the
+ * denial record, gates.c).
  */
 BatpakRequest *
-batpak_submit_and_wait(BatpakRequest *req)
+batpak_submit_and_wait(BatpakRequest *req, bool keep_interrupt)
 {
 	BatpakSlot *slot = batpak_my_slot();
 	volatile BatpakWaitResult result = BATPAK_WAIT_DONE;
@@ -492,7 +496,7 @@ batpak_submit_and_wait(BatpakRequest *req)
 							ereport(ERROR,
 									(errcode(ERRCODE_QUERY_CANCELED),
 									 errmsg("%s", edata->message),
-									 errdetail("The append had been written when the cancel took effect; the rollback that follows discards it.")));
+									 errdetail("The writer had answered the append when the cancel took effect; the rollback that follows discards whatever it wrote for this call.")));
 						ereport(ERROR,
 								(errcode(ERRCODE_QUERY_CANCELED),
 								 errmsg("%s", edata->message),
@@ -511,7 +515,12 @@ batpak_submit_and_wait(BatpakRequest *req)
 						ereport(ERROR,
 								(errcode(edata->sqlerrcode),
 								 errmsg("%s", edata->message),
-								 errdetail("The writer had taken the append when the wait was interrupted; the rollback that follows discards whatever it wrote.")));
+								 errdetail("The writer had taken the append when the wait was interrupted; the rollback that follows discards whatever it wrote for this call.")));
+					if (keep_interrupt)
+						ereport(ERROR,
+								(errcode(edata->sqlerrcode),
+								 errmsg("%s", edata->message),
+								 errdetail("The writer had already taken the append when the wait was interrupted; whether it was written is unknown.")));
 					ereport(ERROR,
 							(errcode(ERRCODE_BATPAK_OUTCOME_UNKNOWN),
 							 errmsg("outcome of the append is unknown: %s", edata->message),

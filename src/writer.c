@@ -1647,8 +1647,8 @@ writer_process_request(WriterGroupReq *g, TimestampTz committed_at)
 }
 
 /*
- * The fault answer_pause (tests only): the group is written, synced and
- * published; hold the answers until every request that asked for the pause
+ * The fault answer_pause (tests only): the group is written, published and
+ * (if a request of it is synchronous) synced; hold the answers until every request that asked for the pause
  * is given up by its backend (the slot goes ABANDONED), so that a cancel is
  * sure to fall between the writer's taking the request and its answer.  At
  * most 60 s, and not past a shutdown request.  The drain loop scans the
@@ -1810,6 +1810,7 @@ writer_serve_group(WriterGroupReq *group)
 	int			nres;
 	TimestampTz committed_at;
 	bool		sync = false;
+	bool		pause;
 	uint64		first_seq;
 
 	/*
@@ -1865,9 +1866,15 @@ writer_serve_group(WriterGroupReq *group)
 
 	/* a fault a test asked for applies to the whole group (batpak.c) */
 	W.group_fault = BATPAK_FAULT_NONE;
+	pause = false;
 	for (int i = 0; i < n; i++)
-		if (group[i].req->fault > BATPAK_FAULT_NOTIFY)
+	{
+		/* the pause is not an I/O fault: it must not hide one */
+		if (group[i].req->fault == BATPAK_FAULT_ANSWER_PAUSE)
+			pause = true;
+		else if (group[i].req->fault > BATPAK_FAULT_NOTIFY)
 			W.group_fault = group[i].req->fault;
+	}
 
 	for (int i = 0; i < n; i++)
 	{
@@ -1964,7 +1971,7 @@ writer_serve_group(WriterGroupReq *group)
 	 */
 	if (sync && W.unsynced)
 		writer_flush_async(true);
-	if (W.group_fault == BATPAK_FAULT_ANSWER_PAUSE)
+	if (pause)
 		writer_answer_pause(group, n);
 	W.group_fault = BATPAK_FAULT_NONE;
 	pg_atomic_fetch_add_u64(&BatpakCtl->counters.groups, 1);

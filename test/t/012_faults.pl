@@ -448,7 +448,7 @@ for my $mode ('on', 'off')
 	if ($mode eq 'on')
 	{
 		like($err,
-			qr/ERROR:\s+57014: canceling statement due to user request\nDETAIL:\s+The writer had taken the append when the wait was interrupted; the rollback that follows discards whatever it wrote\./,
+			qr/ERROR:\s+57014: canceling statement due to user request\nDETAIL:\s+The writer had taken the append when the wait was interrupted; the rollback that follows discards whatever it wrote for this call\./,
 			"$label: 57014, and the detail says the rollback discards it");
 		is(sql(qq{SELECT count(*) FROM batpak.read_stream('$ent')}), '0',
 			"$label: the event is not visible");
@@ -465,19 +465,19 @@ for my $mode ('on', 'off')
 	}
 	is(writer_pid(), $wpid, "$label: the same writer serves");
 
-	# The same when the wait ends at batpak.writer_timeout (3 s; the writer
+	# The same when the wait ends at batpak.writer_timeout (5 s; the writer
 	# holds its answer for up to 60 s): BP003 in transactional mode, where
 	# the rollback settles it, BP004 in immediate mode.
 	$ent = "pause-timeout-$mode";
 	my ($ret, $stdout, $stderr) = $node->psql('postgres',
 		"\\set VERBOSITY verbose\nSET batpak.transactional = $mode;\n"
-		  . "SET batpak.writer_timeout = '3s';\nSET batpak.inject_fault = 'answer_pause';\n"
+		  . "SET batpak.writer_timeout = '5s';\nSET batpak.inject_fault = 'answer_pause';\n"
 		  . "SELECT global_sequence FROM batpak.append('$ent', 'f', 'k', '{}');");
 	is($stdout, '', "$label, writer_timeout: no receipt");
 	if ($mode eq 'on')
 	{
 		like($stderr,
-			qr/ERROR:\s+BP003: batpak writer did not answer the append within batpak.writer_timeout\nDETAIL:\s+The writer had taken the append; the rollback that follows discards whatever it wrote, so the events never become visible\./,
+			qr/ERROR:\s+BP003: batpak writer did not answer the append within batpak.writer_timeout\nDETAIL:\s+The writer had taken the append; the rollback that follows discards whatever it wrote for this call, which never becomes visible\./,
 			"$label, writer_timeout: BP003, and the detail says the rollback discards it");
 		is(sql(qq{SELECT count(*) FROM batpak.read_stream('$ent')}), '0',
 			"$label, writer_timeout: the event is not visible");
@@ -504,7 +504,7 @@ for my $mode ('on', 'off')
 	if ($mode eq 'on')
 	{
 		like($stderr,
-			qr/ERROR:\s+57014: canceling statement due to user request\nDETAIL:\s+The append had been written when the cancel took effect; the rollback that follows discards it\./,
+			qr/ERROR:\s+57014: canceling statement due to user request\nDETAIL:\s+The writer had answered the append when the cancel took effect; the rollback that follows discards whatever it wrote for this call\./,
 			"$label, cancel after the answer: 57014, the rollback discards it");
 		is(sql(qq{SELECT count(*) FROM batpak.read_stream('$ent')}), '0',
 			"$label, cancel after the answer: the event is not visible");
@@ -540,7 +540,54 @@ sql(q{CREATE FUNCTION deny_all(e batpak.new_event) RETURNS text LANGUAGE sql
 	         FROM batpak.read_stream('denied-1')}),
 		($named // 'none') . ' batpak.denial deny_all', 'denial record, cancel after the answer: the record is stored');
 }
-sql(q{SELECT batpak.gate_drop('deny_all'); DROP FUNCTION deny_all(batpak.new_event)});
+# The same with the cancel between the writer's taking the record and its
+# answer (answer_pause): the record's outcome is unknown to the session, so
+# the statement ends with 57014 and says so (it used to become BP004 inside,
+# then a warning and BP002, and a caller catching BP002 lost the cancel).
+{
+	my $seq0 = sql('SELECT written_sequence FROM batpak.stats');
+	my $bg = $node->background_psql('postgres', on_error_stop => 0, timeout => 120);
+	$bg->query_safe("\\set VERBOSITY verbose\nSET batpak.record_denials = on");
+	my $pid = $bg->query_safe('SELECT pg_backend_pid()');
+	$bg->query_until(qr/appending/,
+		"\\echo appending\nSET batpak.inject_fault = 'answer_pause';\n"
+		  . "SELECT global_sequence FROM batpak.append('denied-2', 'f', 'k', '{}');\n");
+	ok( deadline_loop(60, sub { sql('SELECT written_sequence FROM batpak.stats') > $seq0 }),
+		'denial record, cancel before the answer: the writer wrote the record');
+	is(sql("SELECT pg_cancel_backend($pid)"), 't', 'denial record, cancel before the answer: cancelled');
+	$bg->{stderr} = '';
+	my ($out) = $bg->query("SELECT 'done'");
+	my $err = $bg->{stderr};
+	$bg->quit;
+	like($err,
+		qr/ERROR:\s+57014: canceling statement due to user request\nDETAIL:\s+Gate "deny_all" denied the append\. Recording the denial: The writer had already taken the append when the wait was interrupted; whether it was written is unknown\./,
+		'denial record, cancel before the answer: 57014, the record\'s outcome unknown');
+	unlike($err, qr/WARNING/, 'denial record, cancel before the answer: no warning');
+	is(sql(q{SELECT string_agg(kind, ',') FROM batpak.read_stream('denied-2')}),
+		'batpak.denial', 'denial record, cancel before the answer: the record was written');
+}
+
+# The denial record is as synchronous as the denied call: a gate that turns
+# batpak.synchronous_commit off does not make it asynchronous (it used to;
+# with flush_delay 10 s the record then stayed unsynced).
+sql(q{CREATE FUNCTION deny_async(e batpak.new_event) RETURNS text LANGUAGE plpgsql AS $$
+      BEGIN
+          PERFORM set_config('batpak.synchronous_commit', 'off', true);
+          RETURN 'no';
+      END $$;
+      SELECT batpak.gate_create('deny_async', 'deny_async(batpak.new_event)', entity_prefix => 'async-denied-')});
+{
+	my ($state) = sql_error($node,
+		q{SET batpak.record_denials = on;
+		  SELECT batpak.append('async-denied-1', 'f', 'k', '{}')});
+	is($state // 'no error', 'BP002', 'denial record, gate turns synchronous_commit off: denied');
+	is(sql(q{SELECT (SELECT max(global_sequence) FROM batpak.read_stream('async-denied-1'))
+	                || ' ' || (durable_sequence = written_sequence) FROM batpak.stats}),
+		sql('SELECT written_sequence FROM batpak.stats') . ' true',
+		'denial record, gate turns synchronous_commit off: the record is the last event and durable');
+}
+sql(q{SELECT batpak.gate_drop('deny_async'); DROP FUNCTION deny_async(batpak.new_event);
+      SELECT batpak.gate_drop('deny_all'); DROP FUNCTION deny_all(batpak.new_event)});
 
 # --- 9. a crash after all that changes nothing --------------------------------
 
