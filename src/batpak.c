@@ -176,9 +176,10 @@ batpak_define_gucs(void)
 							 "of discarding what the group wrote. read_pause: the session's reads wait for "
 							 "pg_advisory_lock(108170704871787) to be free before each frame they read. "
 							 "xid_status: the writer's look-up of a transaction's status fails while it holds "
-							 "the clog truncation lock. answer_pause (a session's only): the writer writes the "
-							 "session's append, then holds its answer until the session gives up waiting "
-							 "(cancel, statement_timeout), at most 60 s. cancel_after_answer: the session acts "
+							 "the clog truncation lock. answer_pause: the writer writes the session's append, "
+							 "then holds its answer until the session gives up waiting (cancel, "
+							 "statement_timeout, writer_timeout), at most 60 s; set for the server, every "
+							 "session's appends are held. cancel_after_answer: the session acts "
 							 "on a query cancel that arrives just after the writer answered its append.",
 							 &batpak_inject_fault,
 							 BATPAK_FAULT_NONE,

@@ -18,9 +18,9 @@
  * within the timeout.  A request the writer took but did not answer has an
  * unknown outcome in immediate mode, and we say so (BP004); in transactional
  * mode the error's rollback settles it (batpak_wait_reply).  The slot is
- * then ABANDONED and the
- * writer frees the request instead of replying, so a late reply can never be
- * mistaken for the answer to a later request of this backend.
+ * then ABANDONED and the writer frees the request instead of replying, so a
+ * late reply can never be mistaken for the answer to a later request of
+ * this backend.
  *
  *-------------------------------------------------------------------------
  */
