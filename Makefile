@@ -30,6 +30,7 @@ OBJS = \
 	src/batpak.o \
 	src/shmem.o \
 	src/storage.o \
+	src/crc.o \
 	src/index.o \
 	src/writer.o \
 	src/submit.o \

@@ -229,6 +229,7 @@ _PG_init(void)
 				 errhint("Add batpak to the shared_preload_libraries configuration variable in postgresql.conf and restart the server.")));
 
 	batpak_define_gucs();
+	batpak_crc_init();
 
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = batpak_shmem_request_hook;

@@ -17,6 +17,7 @@
 #include "lib/dshash.h"
 #include "port/pg_bswap.h"
 #include "port/atomics.h"
+#include "port/pg_crc32c.h"
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -446,6 +447,10 @@ extern bool batpak_wait_for_ready(TimestampTz deadline);
 #define BATPAK_TABLE_STREAMS	0
 #define BATPAK_TABLE_IDEM		1
 #define BATPAK_TABLE_CORR		2
+
+/* crc.c */
+extern void batpak_crc_init(void);
+extern pg_crc32c batpak_crc32c(pg_crc32c crc, const void *data, size_t len);
 
 /* storage.c */
 extern void batpak_segment_path(char *path, uint32 segno);

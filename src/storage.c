@@ -318,7 +318,7 @@ batpak_frame_decode(const char *frame, Size avail, BatpakFrame *f,
 	}
 	body = frame + BATPAK_FRAME_HEADER_SIZE;
 	INIT_CRC32C(crc);
-	COMP_CRC32C(crc, body, body_len);
+	crc = batpak_crc32c(crc, body, body_len);
 	FIN_CRC32C(crc);
 	if (!EQ_CRC32C(crc, crc_stored))
 	{
