@@ -129,3 +129,64 @@ DROP FUNCTION results_caught(bigint, int);
 
 DROP PROCEDURE results_copy(bigint);
 DROP TABLE results_seen;
+
+-- Rows are formed straight from the frame (sql_read.c, batpak_event_tuple).
+-- Every column must round-trip across the 126-byte boundary between 1-byte
+-- and 4-byte varlena headers (entity, scope, kind, payload and metadata all
+-- cross it), with and without the two nullable columns, in every function
+-- that returns batpak.event, in memory and spilled, and equal the row get()
+-- forms the generic way (heap_form_tuple).
+SELECT (SELECT written_sequence FROM batpak.stats) AS lbase \gset
+CREATE TABLE layout AS
+SELECT n,
+       rpad('layout-' || n || '-', n, 'e') AS entity,
+       rpad('sc', n - 10, 's') AS scope,
+       rpad('kd', n - 20, 'k') AS kind,
+       jsonb_build_object('p', repeat('p', n - 10)) AS payload,
+       CASE WHEN n % 2 = 0 THEN jsonb_build_object('m', repeat('m', n - 12)) END AS metadata,
+       NULL::uuid AS event_id, NULL::uuid AS cause
+  FROM generate_series(100, 150) n;
+DO $$
+DECLARE
+    r record;
+    rc batpak.receipt;
+    prev uuid;
+BEGIN
+    FOR r IN SELECT * FROM layout ORDER BY n LOOP
+        rc := batpak.append(r.entity, r.scope, r.kind, r.payload, metadata => r.metadata,
+                            causation_id => CASE WHEN r.n % 3 = 0 THEN prev END);
+        UPDATE layout SET event_id = rc.event_id,
+                          cause = CASE WHEN r.n % 3 = 0 THEN prev END
+         WHERE n = r.n;
+        prev := rc.event_id;
+    END LOOP;
+END $$;
+-- the rows whose every column is what was appended and what get() returns
+CREATE FUNCTION layout_exact(rows batpak.event[]) RETURNS TABLE (n_rows bigint, exact bigint)
+LANGUAGE sql AS $$
+    SELECT count(*),
+           count(*) FILTER (WHERE e.entity = l.entity AND e.scope = l.scope AND e.kind = l.kind
+                              AND e.payload = l.payload AND e.payload::text = l.payload::text
+                              AND e.metadata IS NOT DISTINCT FROM l.metadata
+                              AND e.causation_id IS NOT DISTINCT FROM l.cause
+                              AND e.entity_sequence = 1
+                              AND e.correlation_id IS NOT NULL AND e.committed_at IS NOT NULL
+                              AND e.prev_hash = '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea
+                              AND octet_length(e.event_hash) = 32
+                              AND e = batpak.get(e.event_id))
+      FROM unnest(rows) e JOIN layout l ON l.event_id = e.event_id
+$$;
+SELECT count(*) AS nulls_mixed FROM layout GROUP BY metadata IS NULL, cause IS NULL ORDER BY 1;
+SELECT * FROM layout_exact(ARRAY(SELECT e FROM batpak.read_all(:lbase, 100) e));
+SELECT * FROM layout_exact(ARRAY(SELECT e FROM layout l, batpak.read_stream(l.entity) e));
+SELECT * FROM layout_exact(ARRAY(SELECT e FROM layout l, batpak.walk_ancestors(l.event_id) e));
+SELECT * FROM layout_exact(ARRAY(SELECT DISTINCT ON (e.event_id) e
+                                   FROM layout l, batpak.read_correlated(l.event_id) e));
+SELECT batpak.cursor_create('layout', start_after => :lbase);
+SELECT * FROM layout_exact(ARRAY(SELECT e FROM batpak.cursor_read('layout', 100) e));
+SET work_mem = '64kB';
+SELECT * FROM layout_exact(ARRAY(SELECT e FROM batpak.read_all(:base) e));
+RESET work_mem;
+SELECT batpak.cursor_drop('layout');
+DROP FUNCTION layout_exact(batpak.event[]);
+DROP TABLE layout;

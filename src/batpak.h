@@ -563,6 +563,7 @@ extern void batpak_filter_set_kinds(BatpakFilter *flt, ArrayType *kinds);
 typedef struct BatpakOut
 {
 	ReturnSetInfo *rsinfo;
+	bool		direct;			/* rows formed by batpak_event_tuple */
 	MemoryContext cxt;			/* of scratch: the caller's, not SPI's */
 	char	   *scratch;
 	Size		scratch_size;
