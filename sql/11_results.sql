@@ -132,10 +132,12 @@ DROP TABLE results_seen;
 
 -- Rows are formed straight from the frame (sql_read.c, batpak_event_tuple).
 -- Every column must round-trip across the 126-byte boundary between 1-byte
--- and 4-byte varlena headers (entity, scope, kind, payload and metadata all
--- cross it), with and without the two nullable columns, in every function
--- that returns batpak.event, in memory and spilled, and equal the row get()
--- forms the generic way (heap_form_tuple).
+-- and 4-byte varlena headers and through lengths whose 4-byte header has a
+-- zero low byte (192 and 256: entity, scope, kind, payload and metadata all
+-- pass both), with and without each nullable column and with none null, in
+-- every function that returns batpak.event, in memory and spilled, and equal
+-- the row get() forms the generic way (heap_form_tuple).  Builds with
+-- assertions also compare each row's bytes with the generic path's.
 SELECT (SELECT written_sequence FROM batpak.stats) AS lbase \gset
 CREATE TABLE layout AS
 SELECT n,
@@ -143,24 +145,45 @@ SELECT n,
        rpad('sc', n - 10, 's') AS scope,
        rpad('kd', n - 20, 'k') AS kind,
        jsonb_build_object('p', repeat('p', n - 10)) AS payload,
-       CASE WHEN n % 2 = 0 THEN jsonb_build_object('m', repeat('m', n - 12)) END AS metadata,
-       NULL::uuid AS event_id, NULL::uuid AS cause
-  FROM generate_series(100, 150) n;
+       CASE WHEN n % 4 <> 1 THEN jsonb_build_object('m', repeat('m', n - 12)) END AS metadata,
+       NULL::uuid AS event_id, NULL::uuid AS cause, NULL::uuid AS corr
+  FROM generate_series(100, 275) n
+ WHERE n <= 150 OR n BETWEEN 180 AND 215 OR n >= 244;
+-- causal chains: every n = 1 (mod 3) starts one (no causation_id, its own
+-- id is the correlation), the others are caused by the event before them
+-- and inherit its correlation
 DO $$
 DECLARE
     r record;
     rc batpak.receipt;
     prev uuid;
+    root uuid;
 BEGIN
     FOR r IN SELECT * FROM layout ORDER BY n LOOP
         rc := batpak.append(r.entity, r.scope, r.kind, r.payload, metadata => r.metadata,
-                            causation_id => CASE WHEN r.n % 3 = 0 THEN prev END);
+                            causation_id => CASE WHEN r.n % 3 <> 1 THEN prev END);
+        IF r.n % 3 = 1 THEN
+            root := rc.event_id;
+        END IF;
         UPDATE layout SET event_id = rc.event_id,
-                          cause = CASE WHEN r.n % 3 = 0 THEN prev END
+                          cause = CASE WHEN r.n % 3 <> 1 THEN prev END,
+                          corr = root
          WHERE n = r.n;
         prev := rc.event_id;
     END LOOP;
 END $$;
+-- what the data covers: the varlena sizes and the null combinations
+SELECT count(*) FILTER (WHERE pg_column_size(entity) IN (192, 256)) AS entity_x64,
+       count(*) FILTER (WHERE pg_column_size(scope) IN (192, 256)) AS scope_x64,
+       count(*) FILTER (WHERE pg_column_size(kind) IN (192, 256)) AS kind_x64,
+       count(*) FILTER (WHERE pg_column_size(payload) IN (192, 256)) AS payload_x64,
+       count(*) FILTER (WHERE pg_column_size(metadata) IN (192, 256)) AS metadata_x64,
+       count(*) FILTER (WHERE octet_length(entity) <= 126) AS entity_short,
+       count(*) FILTER (WHERE pg_column_size(payload) - 4 <= 126) AS payload_short,
+       count(*) FILTER (WHERE pg_column_size(metadata) - 4 <= 126) AS metadata_short
+  FROM layout;
+SELECT metadata IS NULL AS no_metadata, cause IS NULL AS no_cause, count(*)
+  FROM layout GROUP BY 1, 2 ORDER BY 1, 2;
 -- the rows whose every column is what was appended and what get() returns
 CREATE FUNCTION layout_exact(rows batpak.event[]) RETURNS TABLE (n_rows bigint, exact bigint)
 LANGUAGE sql AS $$
@@ -169,21 +192,22 @@ LANGUAGE sql AS $$
                               AND e.payload = l.payload AND e.payload::text = l.payload::text
                               AND e.metadata IS NOT DISTINCT FROM l.metadata
                               AND e.causation_id IS NOT DISTINCT FROM l.cause
+                              AND e.correlation_id = l.corr
                               AND e.entity_sequence = 1
-                              AND e.correlation_id IS NOT NULL AND e.committed_at IS NOT NULL
+                              AND e.committed_at BETWEEN now() - interval '1 hour' AND clock_timestamp()
                               AND e.prev_hash = '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea
                               AND octet_length(e.event_hash) = 32
                               AND e = batpak.get(e.event_id))
       FROM unnest(rows) e JOIN layout l ON l.event_id = e.event_id
 $$;
-SELECT count(*) AS nulls_mixed FROM layout GROUP BY metadata IS NULL, cause IS NULL ORDER BY 1;
-SELECT * FROM layout_exact(ARRAY(SELECT e FROM batpak.read_all(:lbase, 100) e));
+SELECT * FROM layout_exact(ARRAY(SELECT e FROM batpak.read_all(:lbase, 1000) e));
 SELECT * FROM layout_exact(ARRAY(SELECT e FROM layout l, batpak.read_stream(l.entity) e));
-SELECT * FROM layout_exact(ARRAY(SELECT e FROM layout l, batpak.walk_ancestors(l.event_id) e));
+SELECT * FROM layout_exact(ARRAY(SELECT DISTINCT ON (e.event_id) e
+                                   FROM layout l, batpak.walk_ancestors(l.event_id) e));
 SELECT * FROM layout_exact(ARRAY(SELECT DISTINCT ON (e.event_id) e
                                    FROM layout l, batpak.read_correlated(l.event_id) e));
 SELECT batpak.cursor_create('layout', start_after => :lbase);
-SELECT * FROM layout_exact(ARRAY(SELECT e FROM batpak.cursor_read('layout', 100) e));
+SELECT * FROM layout_exact(ARRAY(SELECT e FROM batpak.cursor_read('layout', 1000) e));
 SET work_mem = '64kB';
 SELECT * FROM layout_exact(ARRAY(SELECT e FROM batpak.read_all(:base) e));
 RESET work_mem;

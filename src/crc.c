@@ -27,9 +27,10 @@
  * a 480-byte frame (the benchmark's) takes 12 ns instead of 29 in a loop
  * over cached data on the benchmark machine.
  *
- * Only reads use it.  Frames are still written with PostgreSQL's
+ * Every check of a frame uses it (batpak_frame_decode: backends' reads and
+ * the writer's recovery scan); frames are still written with PostgreSQL's
  * COMP_CRC32C, so any disagreement between the two fails the first read of
- * every test; and at load a self-test compares them on every length up to
+ * every test, and at load a self-test compares them on every length up to
  * past both block sizes, falling back to PostgreSQL's (with a WARNING) if
  * they disagree.  Without SSE 4.2 and PCLMULQDQ (checked at run time, as
  * PostgreSQL checks for its own crc32 path) or off x86-64 it is
@@ -95,8 +96,8 @@ crc_load64(const unsigned char *p)
 }
 
 /*
- * Three chains over the blocks at p, p + len and p + 2 * len; len is a
- * constant at each call, so the loop is unrolled.
+ * Three chains over the blocks at p, p + len and p + 2 * len: each step of
+ * the loop starts three crc32 instructions that do not wait on each other.
  */
 __attribute__((target("sse4.2,pclmul")))
 static inline uint32

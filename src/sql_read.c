@@ -212,10 +212,12 @@ batpak_materialize(FunctionCallInfo fcinfo)
  * infomask, int8 and timestamptz aligned to 8, uuids unaligned, and every
  * varlena as fill_val stores it -- a 1-byte header (unaligned) when its
  * data is at most 126 bytes, which is when VARATT_CAN_MAKE_SHORT holds for
- * a packable column, else a 4-byte header aligned to 4.  Padding is zeroed
- * as palloc0 would leave it, so a spilled tuplestore writes no undefined
- * bytes.  Builds with assertions form each row the generic way too and
- * compare the bytes.
+ * a packable column, else a 4-byte header aligned to 4.  Padding must be
+ * zero, as palloc0 leaves it: deforming a row (att_align_pointer) takes a
+ * nonzero byte where a varlena may start as its 1-byte header, so a
+ * nonzero pad byte would be read as a value (a reviewer's experiment
+ * crashed the backend with "unrecognized TOAST vartag").  Builds with
+ * assertions form each row the generic way too and compare the bytes.
  *
  * It is used only when the descriptor is the one these rules were written
  * for (batpak_event_desc_direct: types, lengths, alignments and storage of
