@@ -124,3 +124,32 @@ SELECT stopped($$SELECT count(batpak.append('e-timeout', 's', 'k', '{}')) FROM g
 SELECT stopped($$SELECT count(batpak.append('e-timeout', 's', 'k', '{}')) FROM generate_series(1, 50000)$$);
 SELECT stopped($$SELECT count(batpak.append('e-timeout', 's', 'k', '{}')) FROM generate_series(1, 50000)$$);
 RESET statement_timeout;
+
+-- a row type of batpak's that a superuser altered: 42804, before any value is
+-- formed and before anything is written
+SELECT written_sequence AS before_altered FROM batpak.stats \gset
+SELECT event_id AS some_event FROM batpak.read_all(0, 1) \gset
+BEGIN;
+ALTER TYPE batpak.event ADD ATTRIBUTE extra int;
+SELECT try($$SELECT count(*) FROM batpak.read_all(0, 1)$$);
+SELECT try(format('SELECT batpak.get(%L)', :'some_event'));
+ROLLBACK;
+BEGIN;
+ALTER TYPE batpak.event ALTER ATTRIBUTE entity TYPE uuid;
+SELECT try($$SELECT count(*) FROM batpak.read_stream('acct-1')$$);
+ROLLBACK;
+BEGIN;
+ALTER TYPE batpak.receipt DROP ATTRIBUTE prev_hash;
+SELECT try($$SELECT batpak.append('e-altered', 's', 'k', '{}')$$);
+SET LOCAL batpak.transactional = off;
+SELECT try($$SELECT batpak.append('e-altered', 's', 'k', '{}')$$);
+SELECT try($$SELECT count(*) FROM batpak.append_batch(ARRAY[ROW('e-altered', 's', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event])$$);
+ROLLBACK;
+BEGIN;
+ALTER TYPE batpak.new_event ALTER ATTRIBUTE scope TYPE int;
+SELECT try($$SELECT count(*) FROM batpak.append_batch(ARRAY[ROW('e-altered', 7, 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event])$$);
+ROLLBACK;
+SELECT written_sequence - :before_altered AS written_while_altered FROM batpak.stats;
+-- and unaltered, the same calls work
+SELECT count(*) FROM batpak.read_all(0, 1);
+SELECT (batpak.get(:'some_event')).event_id = :'some_event' AS got;

@@ -573,6 +573,13 @@ typedef struct BatpakOut
 } BatpakOut;
 
 extern void batpak_materialize(FunctionCallInfo fcinfo);
+extern void batpak_check_rowtype(TupleDesc desc, const Oid *typids, int natts,
+								 const char *typname);
+extern const Oid batpak_event_typids[];
+#define BATPAK_RECEIPT_NATTS		6
+extern const Oid batpak_receipt_typids[];
+#define BATPAK_NEW_EVENT_NATTS		9
+extern const Oid batpak_new_event_typids[];
 extern void batpak_out_begin(FunctionCallInfo fcinfo, BatpakOut *out);
 extern void batpak_out_end(BatpakOut *out);
 

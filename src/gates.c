@@ -342,11 +342,13 @@ static Datum
 batpak_new_event_datum(const BatpakNewEvent *e)
 {
 	TupleDesc	desc;
-	Datum		values[9];
-	bool		nulls[9];
+	Datum		values[BATPAK_NEW_EVENT_NATTS];
+	bool		nulls[BATPAK_NEW_EVENT_NATTS];
 	HeapTuple	tup;
 
 	desc = lookup_rowtype_tupdesc(batpak_new_event_type(), -1);
+	batpak_check_rowtype(desc, batpak_new_event_typids, BATPAK_NEW_EVENT_NATTS,
+						 "batpak.new_event");
 	memset(nulls, 0, sizeof(nulls));
 	values[0] = PointerGetDatum(e->entity);
 	values[1] = PointerGetDatum(e->scope);

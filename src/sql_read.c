@@ -223,22 +223,46 @@ batpak_materialize(FunctionCallInfo fcinfo)
  * for (batpak_event_desc_direct: types, lengths, alignments and storage of
  * all 13 columns); anything else goes the generic way.
  */
-static const Oid batpak_event_typids[BATPAK_EVENT_NATTS] = {
+const Oid	batpak_event_typids[BATPAK_EVENT_NATTS] = {
 	INT8OID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, UUIDOID, UUIDOID,
 	TIMESTAMPTZOID, JSONBOID, JSONBOID, BYTEAOID, BYTEAOID
 };
 
+/*
+ * batpak forms and reads the values of its row types (batpak.event,
+ * batpak.receipt, batpak.new_event) by column position and type.  A
+ * superuser can ALTER TYPE them; forming a row of 13 values for a type of
+ * 14 columns, or reading a uuid column as text, would read past arrays or
+ * misread memory, so an altered type is refused before any value is made.
+ */
+void
+batpak_check_rowtype(TupleDesc desc, const Oid *typids, int natts,
+					 const char *typname)
+{
+	bool		ok = desc->natts == natts;
+
+	for (int i = 0; ok && i < natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		ok = !att->attisdropped && att->atttypid == typids[i];
+	}
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("type %s no longer has the columns batpak was built for", typname),
+				 errdetail("It has been altered; batpak forms and reads its values by column position and type."),
+				 errhint("Undo the ALTER TYPE, or drop and recreate the extension.")));
+}
+
 static bool
 batpak_event_desc_direct(TupleDesc desc)
 {
-	if (desc->natts != BATPAK_EVENT_NATTS)
-		return false;
+	/* names and types were checked by batpak_check_rowtype */
 	for (int i = 0; i < BATPAK_EVENT_NATTS; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 
-		if (att->attisdropped || att->atttypid != batpak_event_typids[i])
-			return false;
 		switch (att->atttypid)
 		{
 			case INT8OID:
@@ -374,6 +398,8 @@ batpak_out_begin(FunctionCallInfo fcinfo, BatpakOut *out)
 {
 	batpak_materialize(fcinfo);
 	out->rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	batpak_check_rowtype(out->rsinfo->setDesc, batpak_event_typids,
+						 BATPAK_EVENT_NATTS, "batpak.event");
 	out->direct = batpak_event_desc_direct(out->rsinfo->setDesc);
 	out->cxt = CurrentMemoryContext;
 	out->scratch_size = 8192;
@@ -599,6 +625,8 @@ batpak_get(PG_FUNCTION_ARGS)
 		PG_RETURN_NULL();
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
+	batpak_check_rowtype(tupdesc, batpak_event_typids, BATPAK_EVENT_NATTS,
+						 "batpak.event");
 	tupdesc = BlessTupleDesc(tupdesc);
 	batpak_event_values(&f, values, nulls);
 	tuple = heap_form_tuple(tupdesc, values, nulls);

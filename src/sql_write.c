@@ -30,6 +30,14 @@
 PG_FUNCTION_INFO_V1(batpak_append);
 PG_FUNCTION_INFO_V1(batpak_append_batch);
 
+/* The column types of batpak.receipt and batpak.new_event (batpak_check_rowtype) */
+const Oid	batpak_receipt_typids[BATPAK_RECEIPT_NATTS] = {
+	UUIDOID, INT8OID, INT8OID, TIMESTAMPTZOID, BYTEAOID, BYTEAOID
+};
+const Oid	batpak_new_event_typids[BATPAK_NEW_EVENT_NATTS] = {
+	TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, INT8OID, TEXTOID, UUIDOID, UUIDOID
+};
+
 
 void
 batpak_check_coordinate(const char *what, const char *s, Size len, Size maxlen)
@@ -260,7 +268,7 @@ batpak_receipt_values(const BatpakReceipt *r, char *buf, Datum *values, bool *nu
 	memcpy(VARDATA(hash), r->event_hash, BATPAK_HASH_LEN);
 	SET_VARSIZE(prev, VARHDRSZ + BATPAK_HASH_LEN);
 	memcpy(VARDATA(prev), r->prev_hash, BATPAK_HASH_LEN);
-	memset(nulls, 0, sizeof(bool) * 6);
+	memset(nulls, 0, sizeof(bool) * BATPAK_RECEIPT_NATTS);
 	values[0] = UUIDPGetDatum(id);
 	values[1] = Int64GetDatum((int64) r->global_seq);
 	values[2] = Int64GetDatum((int64) r->entity_seq);
@@ -304,6 +312,12 @@ batpak_append(PG_FUNCTION_ARGS)
 
 	batpak_check_loaded();
 	batpak_check_writable("batpak.append");
+	/* the result type before the write: an error after it would hide a receipt */
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	batpak_check_rowtype(tupdesc, batpak_receipt_typids, BATPAK_RECEIPT_NATTS,
+						 "batpak.receipt");
+	tupdesc = BlessTupleDesc(tupdesc);
 	batpak_event_from_args(fcinfo, &e);
 	e.has_expected = !PG_ARGISNULL(5);
 	e.expected_sequence = e.has_expected ? PG_GETARG_INT64(5) : 0;
@@ -321,12 +335,9 @@ batpak_append(PG_FUNCTION_ARGS)
 
 	req = batpak_submit_and_wait(req, false);
 
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	tupdesc = BlessTupleDesc(tupdesc);
 	{
-		Datum		values[6];
-		bool		nulls[6];
+		Datum		values[BATPAK_RECEIPT_NATTS];
+		bool		nulls[BATPAK_RECEIPT_NATTS];
 
 		HeapTuple	tuple;
 
@@ -363,11 +374,10 @@ batpak_decode_new_event(HeapTupleHeader rec, TupleDesc tupdesc, int item,
 						BatpakNewEvent *e)
 {
 	HeapTupleData tuple;
-	Datum		values[9];
-	bool		nulls[9];
+	Datum		values[BATPAK_NEW_EVENT_NATTS];
+	bool		nulls[BATPAK_NEW_EVENT_NATTS];
 
-	if (tupdesc->natts != 9)
-		elog(ERROR, "batpak.new_event has %d attributes, expected 9", tupdesc->natts);
+	/* the caller checked tupdesc with batpak_check_rowtype */
 	tuple.t_len = HeapTupleHeaderGetDatumLength(rec);
 	ItemPointerSetInvalid(&tuple.t_self);
 	tuple.t_tableOid = InvalidOid;
@@ -457,6 +467,9 @@ batpak_append_batch(PG_FUNCTION_ARGS)
 	batpak_check_writable("batpak.append_batch");
 	batpak_require(PG_ARGISNULL(0), "events");
 	batpak_materialize(fcinfo);
+	batpak_check_rowtype(((ReturnSetInfo *) fcinfo->resultinfo)->setDesc,
+						 batpak_receipt_typids, BATPAK_RECEIPT_NATTS,
+						 "batpak.receipt");
 
 	arr = PG_GETARG_ARRAYTYPE_P(0);
 	if (ARR_NDIM(arr) > 1)
@@ -477,6 +490,8 @@ batpak_append_batch(PG_FUNCTION_ARGS)
 	deconstruct_array(arr, elemtype, typlen, typbyval, typalign,
 					  &elems, &elemnulls, &n);
 	eventdesc = lookup_rowtype_tupdesc(elemtype, -1);
+	batpak_check_rowtype(eventdesc, batpak_new_event_typids,
+						 BATPAK_NEW_EVENT_NATTS, "batpak.new_event");
 
 	events = palloc(sizeof(BatpakNewEvent) * n);
 	sizes = palloc(sizeof(Size) * n);
@@ -518,8 +533,8 @@ batpak_append_batch(PG_FUNCTION_ARGS)
 	scratch = palloc(BATPAK_RECEIPT_SCRATCH);
 	for (int i = 0; i < n; i++)
 	{
-		Datum		values[6];
-		bool		nulls[6];
+		Datum		values[BATPAK_RECEIPT_NATTS];
+		bool		nulls[BATPAK_RECEIPT_NATTS];
 
 		/* tuplestore_putvalues copies: the scratch serves every receipt */
 		batpak_receipt_values(&receipts[i], scratch, values, nulls);
