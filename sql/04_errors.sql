@@ -149,6 +149,19 @@ BEGIN;
 ALTER TYPE batpak.new_event ALTER ATTRIBUTE scope TYPE int;
 SELECT try($$SELECT count(*) FROM batpak.append_batch(ARRAY[ROW('e-altered', 7, 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event])$$);
 ROLLBACK;
+-- a gate whose SQL alters the receipt type: checked again after the gates
+CREATE FUNCTION gate_alters_receipt(e batpak.new_event) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    ALTER TYPE batpak.receipt ALTER ATTRIBUTE event_id TYPE text;
+    RETURN NULL;
+END $$;
+BEGIN;
+SELECT batpak.gate_create('alters_receipt', 'gate_alters_receipt(batpak.new_event)',
+                          entity_prefix => 'e-altered');
+SELECT try($$SELECT batpak.append('e-altered', 's', 'k', '{}')$$);
+SELECT try($$SELECT batpak.append_batch(ARRAY[ROW('e-altered', 's', 'k', '{}', NULL, NULL, NULL, NULL, NULL)::batpak.new_event])$$);
+ROLLBACK;
+DROP FUNCTION gate_alters_receipt(batpak.new_event);
 SELECT written_sequence - :before_altered AS written_while_altered FROM batpak.stats;
 -- and unaltered, the same calls work
 SELECT count(*) FROM batpak.read_all(0, 1);

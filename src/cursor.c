@@ -71,7 +71,14 @@ typedef enum CursorStmt
 	CS_COUNT
 } CursorStmt;
 
-#define CS_COLUMNS "scope, kinds, entity_prefix, group_member, group_size, position, created_by " \
+/*
+ * Each column cast to the type the C code reads it as: the table is the
+ * extension's, but a superuser can detach its view and alter a column, and a
+ * Datum of another type must not be read as this one.
+ */
+#define CS_COLUMNS "scope::pg_catalog.text, kinds::pg_catalog.text[], " \
+	"entity_prefix::pg_catalog.text, group_member::pg_catalog.int4, " \
+	"group_size::pg_catalog.int4, position::pg_catalog.int8, created_by::pg_catalog.name " \
 	"FROM batpak.cursor_state WHERE name OPERATOR(pg_catalog.=) $1"
 
 static const char *const cursor_sql[CS_COUNT] = {

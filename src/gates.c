@@ -217,9 +217,11 @@ batpak_gates_load(void)
 
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		plan = SPI_prepare("SELECT name, check_function, "
-						   "pg_catalog.to_regprocedure(check_function)::pg_catalog.oid, "
-						   "scope, kinds, entity_prefix FROM batpak.gate_definitions "
+		/* each column cast to the type read below (see CS_COLUMNS in cursor.c) */
+		plan = SPI_prepare("SELECT name::pg_catalog.text, check_function::pg_catalog.text, "
+						   "pg_catalog.to_regprocedure(check_function::pg_catalog.text)::pg_catalog.oid, "
+						   "scope::pg_catalog.text, kinds::pg_catalog.text[], "
+						   "entity_prefix::pg_catalog.text FROM batpak.gate_definitions "
 						   "ORDER BY name COLLATE pg_catalog.\"C\"",
 						   0, NULL);
 		if (plan == NULL)

@@ -252,13 +252,13 @@ batpak_check_rowtype(TupleDesc desc, const Oid *typids, int natts,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("type %s no longer has the columns batpak was built for", typname),
 				 errdetail("It has been altered; batpak forms and reads its values by column position and type."),
-				 errhint("Undo the ALTER TYPE, or drop and recreate the extension.")));
+				 errhint("Undo the ALTER TYPE. A dropped attribute stays in the type and cannot be undone: then save the rows of batpak.gate_definitions and batpak.cursor_state, drop and recreate the extension (the events stay in the segment files) and load them back.")));
 }
 
 static bool
 batpak_event_desc_direct(TupleDesc desc)
 {
-	/* names and types were checked by batpak_check_rowtype */
+	/* count and types were checked by batpak_check_rowtype */
 	for (int i = 0; i < BATPAK_EVENT_NATTS; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);

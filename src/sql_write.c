@@ -278,6 +278,23 @@ batpak_receipt_values(const BatpakReceipt *r, char *buf, Datum *values, bool *nu
 }
 
 /*
+ * The call's result type, batpak.receipt, refused if it was altered
+ * (batpak_check_rowtype).  Checked before any write: an error after it
+ * would hide the receipt of a written event.
+ */
+static TupleDesc
+batpak_receipt_desc(FunctionCallInfo fcinfo)
+{
+	TupleDesc	tupdesc;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	batpak_check_rowtype(tupdesc, batpak_receipt_typids, BATPAK_RECEIPT_NATTS,
+						 "batpak.receipt");
+	return tupdesc;
+}
+
+/*
  * The event of a call whose first arguments are (entity, scope, kind,
  * payload, metadata), as append and evaluate_gates take them; the other
  * fields are left empty.
@@ -312,12 +329,7 @@ batpak_append(PG_FUNCTION_ARGS)
 
 	batpak_check_loaded();
 	batpak_check_writable("batpak.append");
-	/* the result type before the write: an error after it would hide a receipt */
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	batpak_check_rowtype(tupdesc, batpak_receipt_typids, BATPAK_RECEIPT_NATTS,
-						 "batpak.receipt");
-	tupdesc = BlessTupleDesc(tupdesc);
+	(void) batpak_receipt_desc(fcinfo);
 	batpak_event_from_args(fcinfo, &e);
 	e.has_expected = !PG_ARGISNULL(5);
 	e.expected_sequence = e.has_expected ? PG_GETARG_INT64(5) : 0;
@@ -327,6 +339,8 @@ batpak_append(PG_FUNCTION_ARGS)
 
 	(void) batpak_check_event(&e, false);
 	batpak_gates_apply(&e, 0, synchronous);
+	/* a gate's SQL may have altered the type since: again, before the write */
+	tupdesc = BlessTupleDesc(batpak_receipt_desc(fcinfo));
 	/* a gate bypass adds to the metadata */
 	itemsize = batpak_event_size(&e);
 	req = batpak_request_create(1, itemsize, transactional, synchronous);
@@ -467,9 +481,7 @@ batpak_append_batch(PG_FUNCTION_ARGS)
 	batpak_check_writable("batpak.append_batch");
 	batpak_require(PG_ARGISNULL(0), "events");
 	batpak_materialize(fcinfo);
-	batpak_check_rowtype(((ReturnSetInfo *) fcinfo->resultinfo)->setDesc,
-						 batpak_receipt_typids, BATPAK_RECEIPT_NATTS,
-						 "batpak.receipt");
+	(void) batpak_receipt_desc(fcinfo);
 
 	arr = PG_GETARG_ARRAYTYPE_P(0);
 	if (ARR_NDIM(arr) > 1)
@@ -521,6 +533,12 @@ batpak_append_batch(PG_FUNCTION_ARGS)
 					 errdetail("The events take more than %zu bytes.", BATPAK_MAX_REQUEST_SIZE)));
 	}
 
+	/*
+	 * A gate's SQL may have altered the type since batpak_materialize took
+	 * the descriptor the receipts are formed with: if the type checks out
+	 * now too, both have the same columns.
+	 */
+	(void) batpak_receipt_desc(fcinfo);
 	req = batpak_request_create(n, total, transactional, synchronous);
 	req->batch = true;
 	p = req->events;
