@@ -329,7 +329,6 @@ batpak_append(PG_FUNCTION_ARGS)
 
 	batpak_check_loaded();
 	batpak_check_writable("batpak.append");
-	(void) batpak_receipt_desc(fcinfo);
 	batpak_event_from_args(fcinfo, &e);
 	e.has_expected = !PG_ARGISNULL(5);
 	e.expected_sequence = e.has_expected ? PG_GETARG_INT64(5) : 0;
@@ -339,7 +338,7 @@ batpak_append(PG_FUNCTION_ARGS)
 
 	(void) batpak_check_event(&e, false);
 	batpak_gates_apply(&e, 0, synchronous);
-	/* a gate's SQL may have altered the type since: again, before the write */
+	/* after the gates (their SQL may alter the type), before the write */
 	tupdesc = BlessTupleDesc(batpak_receipt_desc(fcinfo));
 	/* a gate bypass adds to the metadata */
 	itemsize = batpak_event_size(&e);
@@ -481,7 +480,9 @@ batpak_append_batch(PG_FUNCTION_ARGS)
 	batpak_check_writable("batpak.append_batch");
 	batpak_require(PG_ARGISNULL(0), "events");
 	batpak_materialize(fcinfo);
-	(void) batpak_receipt_desc(fcinfo);
+	batpak_check_rowtype(((ReturnSetInfo *) fcinfo->resultinfo)->setDesc,
+						 batpak_receipt_typids, BATPAK_RECEIPT_NATTS,
+						 "batpak.receipt");
 
 	arr = PG_GETARG_ARRAYTYPE_P(0);
 	if (ARR_NDIM(arr) > 1)
