@@ -425,18 +425,19 @@ is($read_out, 'done', 'span: and returns no row');
 # it was BP004, "outcome unknown", before).  In immediate mode the caller
 # cannot know (BP004), and the event is in fact stored.
 
-for my $mode ('on', 'off')
+# Append to entity in a background session set up by setup, with the writer
+# holding its answer (answer_pause); wait until the writer has written it,
+# cancel the session and return what the statement printed and its stderr.
+sub cancel_paused_append
 {
-	my $label = "answer pause, transactional $mode";
-	my $ent = "pause-$mode";
-	my $wpid = writer_pid();
+	my ($label, $setup, $entity) = @_;
 	my $seq0 = sql('SELECT written_sequence FROM batpak.stats');
 	my $bg = $node->background_psql('postgres', on_error_stop => 0, timeout => 120);
-	$bg->query_safe("\\set VERBOSITY verbose\nSET batpak.transactional = $mode");
+	$bg->query_safe("\\set VERBOSITY verbose\n$setup");
 	my $pid = $bg->query_safe('SELECT pg_backend_pid()');
 	$bg->query_until(qr/appending/,
 		"\\echo appending\nSET batpak.inject_fault = 'answer_pause';\n"
-		  . "SELECT global_sequence FROM batpak.append('$ent', 'f', 'k', '{}');\n");
+		  . "SELECT global_sequence FROM batpak.append('$entity', 'f', 'k', '{}');\n");
 	ok( deadline_loop(60, sub { sql('SELECT written_sequence FROM batpak.stats') > $seq0 }),
 		"$label: the writer wrote the append");
 	is(sql("SELECT pg_cancel_backend($pid)"), 't', "$label: the session is cancelled");
@@ -444,6 +445,15 @@ for my $mode ('on', 'off')
 	my ($out) = $bg->query("SELECT 'done'");
 	my $err = $bg->{stderr};
 	$bg->quit;
+	return ($out, $err);
+}
+
+for my $mode ('on', 'off')
+{
+	my $label = "answer pause, transactional $mode";
+	my $ent = "pause-$mode";
+	my $wpid = writer_pid();
+	my ($out, $err) = cancel_paused_append($label, "SET batpak.transactional = $mode", $ent);
 	is($out, 'done', "$label: the append returned no receipt");
 	if ($mode eq 'on')
 	{
@@ -545,20 +555,8 @@ sql(q{CREATE FUNCTION deny_all(e batpak.new_event) RETURNS text LANGUAGE sql
 # the statement ends with 57014 and says so (it used to become BP004 inside,
 # then a warning and BP002, and a caller catching BP002 lost the cancel).
 {
-	my $seq0 = sql('SELECT written_sequence FROM batpak.stats');
-	my $bg = $node->background_psql('postgres', on_error_stop => 0, timeout => 120);
-	$bg->query_safe("\\set VERBOSITY verbose\nSET batpak.record_denials = on");
-	my $pid = $bg->query_safe('SELECT pg_backend_pid()');
-	$bg->query_until(qr/appending/,
-		"\\echo appending\nSET batpak.inject_fault = 'answer_pause';\n"
-		  . "SELECT global_sequence FROM batpak.append('denied-2', 'f', 'k', '{}');\n");
-	ok( deadline_loop(60, sub { sql('SELECT written_sequence FROM batpak.stats') > $seq0 }),
-		'denial record, cancel before the answer: the writer wrote the record');
-	is(sql("SELECT pg_cancel_backend($pid)"), 't', 'denial record, cancel before the answer: cancelled');
-	$bg->{stderr} = '';
-	my ($out) = $bg->query("SELECT 'done'");
-	my $err = $bg->{stderr};
-	$bg->quit;
+	my (undef, $err) = cancel_paused_append('denial record, cancel before the answer',
+		'SET batpak.record_denials = on', 'denied-2');
 	like($err,
 		qr/ERROR:\s+57014: canceling statement due to user request\nDETAIL:\s+Gate "deny_all" denied the append\. Recording the denial: The writer had already taken the append when the wait was interrupted; whether it was written is unknown\./,
 		'denial record, cancel before the answer: 57014, the record\'s outcome unknown');
