@@ -35,7 +35,8 @@
 #                    Message DB consumer vs PgQ batches
 #   consumer-latency append → NOTIFY (10 listeners) and → cursor_wait
 #   writes           single-event appends at 1, 8, 32 and 64 clients, with
-#                    p50/p99 latency (batpak immediate and transactional)
+#                    p50/p99 latency (batpak immediate and transactional),
+#                    and the floor: an empty statement at 1 and 32 clients
 #   tx-writes        one and ten events per transaction (one: against the
 #                    plain table's BEGIN; INSERT; COMMIT); a pending
 #                    transaction held open
@@ -154,7 +155,7 @@ if [[ $BASELINE_ONLY != 1 ]]; then
 	[[ -f $lib_dir/batpak.so ]] \
 		|| die "the batpak library is not installed ($lib_dir/batpak.so is missing); run 'make install' first (or 'make bench')"
 fi
-for f in baseline_insert.sql baseline_batch.sql baseline_page.sql baseline_page_random.sql baseline_stream100.sql \
+for f in floor_select1.sql baseline_insert.sql baseline_batch.sql baseline_page.sql baseline_page_random.sql baseline_stream100.sql \
 	batpak_append.sql batpak_append_tx.sql batpak_batch.sql batpak_batch10.sql batpak_batch_build.sql \
 	batpak_cursor_read.sql batpak_page.sql batpak_stream100.sql \
 	mdb_write.sql mdb_batch.sql mdb_stream100.sql mdb_page.sql mdb_consume.sql \
@@ -986,7 +987,8 @@ fresh_write_tables() {
 
 # Single-event appends, one per transaction (autocommit), at each client
 # count: batpak in immediate and in transactional mode, the plain table,
-# Message DB's write_message and PgQ's insert_event.
+# Message DB's write_message and PgQ's insert_event; at 1 and 32 clients
+# also the floor, a statement that writes nothing (floor_select1.sql).
 sec_writes() {
 	local c systems
 	fresh_write_tables
@@ -996,6 +998,8 @@ sec_writes() {
 		# transactional issue); its 1-client latency is in sec_tx_writes
 		(( c != 32 )) || systems+=(bptx:batpak_append.sql)
 		systems+=(plain:baseline_insert.sql mdb:mdb_write.sql pgq:pgq_insert.sql)
+		# the floor at 1 and 32 clients: the same round trip without a write
+		(( c != 1 && c != 32 )) || systems+=(floor:floor_select1.sql)
 		PGB_DUR=$(( SWEEP_DUR + c / 32 )) compare "w$c" "$c" 1 --latency "${systems[@]}"
 	done
 }
@@ -1200,6 +1204,14 @@ lc() {
 	echo "$out"
 }
 
+# floor_cell CLIENTS: the empty statement's rate, with its p50/p99 at one
+# client only: at 32 clients pgbench's log (its clock is read lazily, once
+# for several steps of a client) gives most empty statements 0 µs, so the
+# percentiles would mean nothing there (p50 0, average 0.3 ms, seen here)
+floor_cell() {
+	if [[ $1 == 1 ]]; then lc w1.floor; else cell "w$1.floor.rate"; fi
+}
+
 # rt A B: the ratio A/B or "—"
 rt() {
 	local r
@@ -1266,7 +1278,13 @@ report() {
 			m=n/a
 			if [[ -n $(get w1.bp.p50) && -n $fs_us ]]; then
 				r=$(calc 'l * 1000 / f' -v l="$(get w1.bp.p50)" -v f="$fs_us")
-				m="$(met "$r" '<=' 1.3) (p50 = $(printf '%.1f' "$r") fdatasyncs)"
+				m="$(met "$r" '<=' 1.3) (p50 = $(printf '%.1f' "$r") fdatasyncs"
+				# the lowest p50 any durable statement can reach here:
+				# the empty statement's round trip plus one fdatasync
+				if [[ -n $(get w1.floor.p50) ]]; then
+					m="$m; the floor, an empty statement's round trip plus one fdatasync, is $(printf '%.1f' "$(calc '(l * 1000 + f) / f' -v l="$(get w1.floor.p50)" -v f="$fs_us")")"
+				fi
+				m="$m)"
 			fi
 		elif [[ $c == 32 ]]; then
 			goal="≥ 2× plain, ≥ 5× Message DB, ≥ 1× PgQ"
@@ -1275,6 +1293,10 @@ report() {
 		row "single-event appends, $c client$( ((c > 1)) && echo s), one per transaction (autocommit); batpak in immediate mode: events/s; latency" \
 			"$(lc "w$c.bp")" "$(lc "w$c.plain")" "$(lc "w$c.mdb")" "$(lc "w$c.pgq")" \
 			"$(rt "w$c.bp.rate" "w$c.plain.rate")" "$(rt "w$c.bp.rate" "w$c.mdb.rate")" "$(rt "w$c.bp.rate" "w$c.pgq.rate")" "$goal" "$m"
+		if [[ -n $(get "w$c.floor.rate") ]]; then
+			row "the floor at $c client$( ((c > 1)) && echo s), not a system: an empty statement with the same parameter (\`SELECT octet_length(\$1::text)\`), no write and no disk wait, in the same runs (statements/s; latency); batpak's immediate appends run at $(rt "w$c.bp.rate" "w$c.floor.rate") of its rate, the plain table's INSERT at $(rt "w$c.plain.rate" "w$c.floor.rate")" \
+				"$(floor_cell "$c")" "—" "—" "—" "—" "—" "—" "—" "—"
+		fi
 		goal="—"; m="—"
 		if [[ $c == 32 ]]; then
 			goal="≥ 1× plain"
