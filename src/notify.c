@@ -145,6 +145,8 @@ batpak_notifier_main(Datum main_arg)
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	/* a query cancel must not stop the notifier either (see the writer) */
+	pqsignal(SIGINT, SIG_IGN);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(batpak_database, NULL, 0);
 	pgstat_report_appname("batpak notifier");

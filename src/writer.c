@@ -2949,6 +2949,16 @@ batpak_writer_main(Datum main_arg)
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+
+	/*
+	 * A query cancel (pg_cancel_backend, or a script cancelling everything
+	 * in pg_stat_activity) must not stop the writer: the ERROR it raised at
+	 * the next CHECK_FOR_INTERRUPTS made the worker exit, and every append
+	 * waited for a restart and an index rebuild.  The writer runs no
+	 * statement anybody could mean to cancel; like the checkpointer, it
+	 * ignores SIGINT.  SIGTERM still stops it cleanly.
+	 */
+	pqsignal(SIGINT, SIG_IGN);
 	BackgroundWorkerUnblockSignals();
 
 	if (sodium_init() < 0)

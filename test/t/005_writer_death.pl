@@ -8,6 +8,7 @@
 # writer at all an append fails with BP003 after batpak.writer_timeout.  A
 # waiting append can be cancelled.  A writer killed with SIGKILL makes the
 # postmaster reinitialize; the appends it never took are not in the store.
+# A query cancel sent to the writer or the notifier leaves both running.
 #
 # "Waiting" is made deterministic by SIGSTOPping the writer before the
 # appends are sent; "no writer" by SIGSTOPping the postmaster (so that it
@@ -219,6 +220,35 @@ else
 	ok(scalar(split /\n/, stored_with_tag('cancel-1')) <= 1, 'C: written at most once');
 }
 check_consistent('C');
+
+# --- E: a query cancel does not stop the writer or the notifier ----------------------
+#
+# pg_cancel_backend on either worker used to raise "canceling statement due
+# to user request" at its next CHECK_FOR_INTERRUPTS and make it exit.  The
+# append right after the cancel wakes the writer (and then the notifier) and
+# takes each of them through its loop's CHECK_FOR_INTERRUPTS, so a worker
+# that still honoured the cancel would be gone by the time it returns.
+
+$w = writer_pid();
+my $notifier = $node->safe_psql('postgres',
+	q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'batpak notifier'});
+like($notifier, qr/^\d+$/, 'E: the notifier is in pg_stat_activity');
+my $elog = -s $node->logfile;
+is($node->safe_psql('postgres', "SELECT pg_cancel_backend($w), pg_cancel_backend($notifier)"),
+	't|t', 'E: both workers were sent a query cancel');
+my $eseq = $node->safe_psql('postgres',
+	q{SELECT global_sequence FROM batpak.append('cancel-probe', 'wd', 'k', '{}')});
+like($eseq, qr/^\d+$/, 'E: the append after the cancel got a receipt');
+ok(deadline_loop(30,
+		sub { $node->safe_psql('postgres', 'SELECT notified_sequence FROM batpak.stats') >= $eseq }),
+	'E: the notifier announced the append');
+is(writer_pid(), $w, 'E: the same writer serves');
+is( $node->safe_psql('postgres',
+		q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'batpak notifier'}),
+	$notifier, 'E: the same notifier runs');
+is($node->safe_psql('postgres', 'SELECT state FROM batpak.stats'), 'ready', 'E: the writer is ready');
+ok(!$node->log_contains(qr/canceling statement due to user request/, $elog),
+	'E: no worker logged the cancel as an error');
 
 # --- D: SIGKILL of the writer reinitializes the cluster --------------------------------
 
