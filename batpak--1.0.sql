@@ -149,10 +149,9 @@ CREATE TABLE batpak.gate_definitions (
 SELECT pg_catalog.pg_extension_config_dump('batpak.gate_definitions', '');
 
 -- Every row is checked, whichever way it arrives (gate_create, a direct
--- INSERT, pg_restore), and its signature is stored as regprocedure prints
--- it with only pg_catalog in the search_path: schema-qualified (except
--- pg_catalog's own) and quoted, so that to_regprocedure finds it again
--- from any session.
+-- INSERT, pg_restore), and its signature is stored schema-qualified (even
+-- pg_catalog's functions) and quoted, so that to_regprocedure finds the
+-- same function again from any session, whatever its search_path.
 CREATE FUNCTION batpak.gate_definitions_check() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 DECLARE
@@ -195,16 +194,52 @@ BEGIN
             USING ERRCODE = '42501',
                   HINT = 'Gate functions run with the privileges of every appender; have a superuser own the function.';
     END IF;
-    NEW.check_function := fn::pg_catalog.regprocedure::pg_catalog.text;
-    IF NEW.scope IS NOT NULL AND (NEW.scope = '' OR NEW.scope ~ '[[:cntrl:]]') THEN
-        RAISE EXCEPTION 'invalid scope filter %', quote_literal(NEW.scope) USING ERRCODE = '22023';
+    -- Schema-qualified always, pg_catalog too: regprocedure leaves a
+    -- pg_catalog function unqualified, and to_regprocedure would then find
+    -- a function of the same name that an appender's search_path puts
+    -- before pg_catalog, and run it instead of the gate.
+    NEW.check_function := format('%I.%I(%s)', (SELECT nspname FROM pg_catalog.pg_namespace
+                                                WHERE oid = p.pronamespace),
+                                 p.proname, p.proargtypes[0]::pg_catalog.regtype);
+    -- The filters are checked as cursor_create checks its own: a filter no
+    -- event can match (an empty kinds array, a kind over 255 bytes, a
+    -- scope over 1024) would leave a gate that silently never runs.
+    IF NEW.scope IS NOT NULL THEN
+        IF NEW.scope = '' OR NEW.scope ~ '[[:cntrl:]]' THEN
+            RAISE EXCEPTION 'invalid scope filter %', quote_literal(NEW.scope) USING ERRCODE = '22023';
+        END IF;
+        IF octet_length(NEW.scope) > 1024 THEN
+            RAISE EXCEPTION 'scope filter is too long' USING ERRCODE = '22001',
+                DETAIL = format('It is %s bytes; the limit is 1024 bytes.', octet_length(NEW.scope));
+        END IF;
     END IF;
-    IF NEW.entity_prefix IS NOT NULL AND (NEW.entity_prefix = '' OR NEW.entity_prefix ~ '[[:cntrl:]]') THEN
-        RAISE EXCEPTION 'invalid entity_prefix filter %', quote_literal(NEW.entity_prefix) USING ERRCODE = '22023';
+    IF NEW.entity_prefix IS NOT NULL THEN
+        IF NEW.entity_prefix = '' OR NEW.entity_prefix ~ '[[:cntrl:]]' THEN
+            RAISE EXCEPTION 'invalid entity_prefix filter %', quote_literal(NEW.entity_prefix)
+                USING ERRCODE = '22023';
+        END IF;
+        IF octet_length(NEW.entity_prefix) > 1024 THEN
+            RAISE EXCEPTION 'entity_prefix filter is too long' USING ERRCODE = '22001',
+                DETAIL = format('It is %s bytes; the limit is 1024 bytes.', octet_length(NEW.entity_prefix));
+        END IF;
     END IF;
-    IF NEW.kinds IS NOT NULL AND (array_position(NEW.kinds, NULL) IS NOT NULL
-                                  OR array_ndims(NEW.kinds) > 1) THEN
-        RAISE EXCEPTION 'kinds filter must be a one-dimensional array without NULLs' USING ERRCODE = '22023';
+    IF NEW.kinds IS NOT NULL THEN
+        IF coalesce(array_ndims(NEW.kinds), 0) <> 1 THEN
+            RAISE EXCEPTION 'kinds filter must be a one-dimensional, non-empty array' USING ERRCODE = '22023';
+        END IF;
+        IF array_position(NEW.kinds, NULL) IS NOT NULL THEN
+            RAISE EXCEPTION 'kinds filter must not contain NULL' USING ERRCODE = '22004';
+        END IF;
+        FOR i IN array_lower(NEW.kinds, 1) .. array_upper(NEW.kinds, 1) LOOP
+            IF NEW.kinds[i] = '' OR NEW.kinds[i] ~ '[[:cntrl:]]' THEN
+                RAISE EXCEPTION 'invalid kind % in kinds filter', quote_literal(NEW.kinds[i])
+                    USING ERRCODE = '22023';
+            END IF;
+            IF octet_length(NEW.kinds[i]) > 255 THEN
+                RAISE EXCEPTION 'kind in kinds filter is too long' USING ERRCODE = '22001',
+                    DETAIL = format('It is %s bytes; the limit is 255 bytes.', octet_length(NEW.kinds[i]));
+            END IF;
+        END LOOP;
     END IF;
     RETURN NEW;
 END
@@ -224,6 +259,9 @@ CREATE FUNCTION batpak.gate_create(name text, "check" regprocedure, scope text D
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF gate_create.name IS NULL THEN
+        RAISE EXCEPTION 'name must not be null' USING ERRCODE = '22004';
+    END IF;
     IF "check" IS NULL THEN
         RAISE EXCEPTION 'check must not be null' USING ERRCODE = '22004';
     END IF;
@@ -239,6 +277,9 @@ CREATE FUNCTION batpak.gate_drop(name text)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF gate_drop.name IS NULL THEN
+        RAISE EXCEPTION 'name must not be null' USING ERRCODE = '22004';
+    END IF;
     DELETE FROM batpak.gate_definitions g WHERE g.name = gate_drop.name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'gate "%" does not exist', gate_drop.name USING ERRCODE = '42704';

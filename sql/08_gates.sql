@@ -29,6 +29,20 @@ SELECT try($$SELECT batpak.gate_create('', 'gate_raises(batpak.new_event)')$$);
 SELECT try($$SELECT batpak.gate_create('empty_scope', 'gate_raises(batpak.new_event)', scope => '')$$);
 SELECT try($$SELECT batpak.gate_create('null_kind', 'gate_raises(batpak.new_event)', kinds => ARRAY[NULL::text])$$);
 SELECT try($$SELECT batpak.gate_create('null_fn', NULL)$$);
+SELECT try($$SELECT batpak.gate_create(NULL, 'gate_raises(batpak.new_event)')$$);
+SELECT try($$SELECT batpak.gate_drop(NULL)$$);
+-- filters no event could match are refused, as cursor_create refuses them
+SELECT try($$SELECT batpak.gate_create('no_kinds', 'gate_raises(batpak.new_event)', kinds => '{}')$$);
+SELECT try($$SELECT batpak.gate_create('kinds_2d', 'gate_raises(batpak.new_event)', kinds => '{{a},{b}}')$$);
+SELECT try($$SELECT batpak.gate_create('empty_kind', 'gate_raises(batpak.new_event)', kinds => '{a,""}')$$);
+SELECT try($$SELECT batpak.gate_create('ctl_kind', 'gate_raises(batpak.new_event)', kinds => ARRAY[E'k\x01'])$$);
+SELECT try($$SELECT batpak.gate_create('long_kind', 'gate_raises(batpak.new_event)', kinds => ARRAY[repeat('k', 256)])$$);
+SELECT try($$SELECT batpak.gate_create('long_scope', 'gate_raises(batpak.new_event)', scope => repeat('s', 1025))$$);
+SELECT try($$SELECT batpak.gate_create('long_prefix', 'gate_raises(batpak.new_event)', entity_prefix => repeat('e', 1025))$$);
+SELECT try($$SELECT batpak.gate_create('ctl_prefix', 'gate_raises(batpak.new_event)', entity_prefix => E'e\n')$$);
+SELECT count(*) AS refused_gates_stored FROM batpak.gate_definitions
+ WHERE name IN ('no_kinds', 'kinds_2d', 'empty_kind', 'ctl_kind', 'long_kind', 'long_scope',
+                'long_prefix', 'ctl_prefix');
 -- a function in a temporary schema is refused: the schema goes with the
 -- session, and a later session given the same pg_temp_N could put its own
 -- function of that name there, which would then run as every appender
@@ -172,6 +186,23 @@ ALTER ROLE gate_admin_user LOGIN;
 SELECT try($$SELECT batpak.append('go-1', 'shop', 'order.placed', '{"total": 777}')$$);
 SELECT try($$SELECT batpak.append('go-1', 'shop', 'order.placed', '{"total": 778}')$$);
 \c - :super_user
+-- a gate function in pg_catalog is stored schema-qualified too: a function
+-- of the same name that an appender's search_path puts first is not run
+-- instead (the gates are loaded anew under that search_path: creating the
+-- shadow invalidates them)
+CREATE FUNCTION pg_catalog.gate_cat_deny(e batpak.new_event) RETURNS text LANGUAGE sql
+    AS $$ SELECT 'catalog gate says no'::text $$;
+SELECT batpak.gate_create('cat_deny', 'gate_cat_deny(batpak.new_event)', scope => 'cat');
+SELECT check_function FROM batpak.gates WHERE gate = 'cat_deny';
+CREATE SCHEMA gate_shadow;
+CREATE FUNCTION gate_shadow.gate_cat_deny(e batpak.new_event) RETURNS text LANGUAGE sql
+    AS 'SELECT NULL::text';
+SET search_path = gate_shadow, pg_catalog, public;
+SELECT try($$SELECT batpak.append('cat-1', 'cat', 'k', '{}')$$);
+RESET search_path;
+SELECT batpak.gate_drop('cat_deny');
+DROP FUNCTION pg_catalog.gate_cat_deny(batpak.new_event);
+DROP SCHEMA gate_shadow CASCADE;
 -- an operator of one's own in the search_path changes nothing (called
 -- directly: the try() helper itself would use the hijacked operator)
 CREATE SCHEMA gate_evil;
@@ -235,6 +266,31 @@ SELECT try($$SELECT batpak.gate_create('by_admin_ok', 'gate_max_total(batpak.new
 RESET ROLE;
 SELECT gate, created_by FROM batpak.gates WHERE gate LIKE 'by_admin%';
 SELECT batpak.gate_drop('by_admin_ok');
+-- and the function must stay a superuser's however its owner changes:
+-- REASSIGN OWNED and ALTER ROLE ... NOSUPERUSER pass no event trigger, so
+-- the appends the gate matches fail (42501) instead of running code its
+-- new owner may replace; back with a superuser, the gate runs again
+CREATE ROLE gate_su SUPERUSER NOLOGIN;
+CREATE FUNCTION public.gate_owned(e batpak.new_event) RETURNS text LANGUAGE sql
+    AS 'SELECT NULL::text';
+ALTER FUNCTION public.gate_owned(batpak.new_event) OWNER TO gate_su;
+SET ROLE gate_admin_user;
+SELECT batpak.gate_create('by_admin_owned', 'gate_owned(batpak.new_event)', scope => 'owned');
+RESET ROLE;
+SELECT entity_sequence FROM batpak.append('owned-1', 'owned', 'k', '{}');
+ALTER ROLE gate_su NOSUPERUSER;
+SELECT try($$SELECT batpak.append('owned-1', 'owned', 'k', '{}')$$);
+SELECT try($$SELECT * FROM batpak.evaluate_gates('owned-1', 'owned', 'k', '{}')$$);
+SELECT entity_sequence FROM batpak.append('other-1', 'other', 'k', '{}');
+ALTER ROLE gate_su SUPERUSER;
+SELECT entity_sequence FROM batpak.append('owned-1', 'owned', 'k', '{}');
+REASSIGN OWNED BY gate_su TO gate_writer;
+SELECT try($$SELECT batpak.append('owned-1', 'owned', 'k', '{}')$$);
+ALTER FUNCTION public.gate_owned(batpak.new_event) OWNER TO gate_su;
+SELECT entity_sequence FROM batpak.append('owned-1', 'owned', 'k', '{}');
+SELECT batpak.gate_drop('by_admin_owned');
+DROP FUNCTION public.gate_owned(batpak.new_event);
+DROP ROLE gate_su;
 DROP FUNCTION public.gate_by_admin(batpak.new_event);
 REVOKE CREATE ON SCHEMA public FROM gate_admin_user;
 REVOKE ALL ON batpak.gate_definitions FROM gate_admin_user;

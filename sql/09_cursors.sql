@@ -197,6 +197,18 @@ SELECT global_sequence - :base AS seq FROM batpak.cursor_read('c_users', 1);
 SELECT batpak.cursor_drop('c_users');
 RESET ROLE;
 
+-- cursor_read advances the position, which needs an xid: not in a parallel
+-- operation (a wrapper wrongly marked PARALLEL SAFE), with a clear error
+-- instead of PostgreSQL's XX000; the position has not moved
+SELECT batpak.cursor_create('c_par');
+CREATE FUNCTION c_par_read() RETURNS bigint LANGUAGE sql PARALLEL SAFE AS
+    $$ SELECT count(*) FROM batpak.cursor_read('c_par', 1) $$;
+SET force_parallel_mode = on;
+SELECT try($$SELECT c_par_read()$$);
+RESET force_parallel_mode;
+DROP FUNCTION c_par_read();
+SELECT position FROM batpak.cursors WHERE name = 'c_par';
+
 -- drop
 SELECT batpak.cursor_drop(name) FROM batpak.cursors WHERE name LIKE 'c\_%';
 SELECT count(*) FROM batpak.cursors;

@@ -365,6 +365,16 @@ batpak_cursor_read(PG_FUNCTION_ARGS)
 	CursorRow	row;
 	BatpakWalk	walk;
 
+	/*
+	 * cursor_read locks and advances the cursor's row, which needs an xid:
+	 * in a parallel operation (a wrapper wrongly marked PARALLEL SAFE) that
+	 * failed with XX000 "cannot assign XIDs during a parallel operation".
+	 */
+	if (IsInParallelMode())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
+				 errmsg("cannot read a batpak cursor during a parallel operation"),
+				 errhint("cursor_read advances the cursor's position; do not mark a function that calls it PARALLEL SAFE.")));
 	if (!PG_ARGISNULL(1))
 	{
 		if (PG_GETARG_INT32(1) < 0)

@@ -81,6 +81,7 @@ typedef struct BatpakGate
 	int			nkinds;			/* -1: any */
 	text	  **kinds;
 	text	   *prefix;			/* NULL: any */
+	bool		creator_super;	/* created_by is a superuser (when loaded) */
 } BatpakGate;
 
 /*
@@ -126,7 +127,11 @@ batpak_gates_invalidate(Datum arg, Oid relid)
 	}
 }
 
-/* A function changed (CREATE OR REPLACE, ALTER, DROP): rebuild the plans */
+/*
+ * A function changed (CREATE OR REPLACE, ALTER, DROP, REASSIGN OWNED), or a
+ * role did (ALTER ROLE ... NOSUPERUSER, RENAME): reload, rebuild the plans
+ * and check the functions' owners again (batpak_gate_call).
+ */
 static void
 batpak_gates_proc_changed(Datum arg, int cacheid, uint32 hashvalue)
 {
@@ -179,6 +184,7 @@ batpak_gates_load(void)
 	{
 		CacheRegisterRelcacheCallback(batpak_gates_invalidate, (Datum) 0);
 		CacheRegisterSyscacheCallback(PROCOID, batpak_gates_proc_changed, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHOID, batpak_gates_proc_changed, (Datum) 0);
 		callback_registered = true;
 	}
 	gate_table_oid = batpak_extension_table("gate_definitions");
@@ -221,7 +227,10 @@ batpak_gates_load(void)
 		plan = SPI_prepare("SELECT name::pg_catalog.text, check_function::pg_catalog.text, "
 						   "pg_catalog.to_regprocedure(check_function::pg_catalog.text)::pg_catalog.oid, "
 						   "scope::pg_catalog.text, kinds::pg_catalog.text[], "
-						   "entity_prefix::pg_catalog.text FROM batpak.gate_definitions "
+						   "entity_prefix::pg_catalog.text, "
+						   "coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r "
+						   "WHERE r.rolname = created_by::pg_catalog.name), false) "
+						   "FROM batpak.gate_definitions "
 						   "ORDER BY name COLLATE pg_catalog.\"C\"",
 						   0, NULL);
 		if (plan == NULL)
@@ -288,6 +297,8 @@ batpak_gates_load(void)
 		}
 		d = SPI_getbinval(tup, desc, 6, &isnull);
 		g->prefix = isnull ? NULL : batpak_copy_text(d);
+		d = SPI_getbinval(tup, desc, 7, &isnull);
+		g->creator_super = !isnull && DatumGetBool(d);
 		g->plan = NULL;
 		ngates++;
 	}
@@ -374,6 +385,16 @@ batpak_new_event_datum(const BatpakNewEvent *e)
 /*
  * "schema.function($1::batpak.new_event)" for the gate's function, both
  * names quoted: nothing from the caller reaches SQL unquoted.
+ *
+ * Every plan that calls a gate is built here, so this is where the owner
+ * rule holds for good.  A gate runs as every appender, superusers included,
+ * so its function must be owned by a superuser unless a superuser created
+ * the gate (gate_definitions_check).  The event trigger refuses ALTER
+ * FUNCTION ... OWNER TO, but REASSIGN OWNED and ALTER ROLE ... NOSUPERUSER
+ * change the owner's standing without it; both invalidate the cache
+ * (PROCOID, AUTHOID), the plans are built again, and a gate whose function
+ * fails the rule refuses the appends it matches instead of running code a
+ * non-superuser may have replaced.
  */
 static char *
 batpak_gate_call(const BatpakGate *g)
@@ -390,6 +411,18 @@ batpak_gate_call(const BatpakGate *g)
 						g->signature, g->name),
 				 errhint("Drop the gate with batpak.gate_drop.")));
 	form = (Form_pg_proc) GETSTRUCT(proc);
+	if (!g->creator_super && !superuser_arg(form->proowner))
+	{
+		char	   *owner = GetUserNameFromId(form->proowner, true);
+
+		ReleaseSysCache(proc);
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("function %s of batpak gate \"%s\" is owned by non-superuser \"%s\"",
+						g->signature, g->name, owner ? owner : "?"),
+				 errdetail("A gate runs as every appender; a function a non-superuser owns can be a gate only if a superuser created the gate."),
+				 errhint("Have a superuser own the function again, or have a superuser drop and create the gate.")));
+	}
 	call = psprintf("%s($1::batpak.new_event)",
 					quote_qualified_identifier(get_namespace_name(form->pronamespace),
 											   NameStr(form->proname)));
