@@ -17,6 +17,7 @@
 #include "postgres.h"
 
 #include "access/twophase.h"
+#include "access/xlog.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/ipc.h"
@@ -259,6 +260,17 @@ batpak_attach_index(bool require_ready)
 	{
 		if (!require_ready)
 			return NULL;
+
+		/*
+		 * On a hot standby the writer never starts (it waits for the end of
+		 * recovery), so "retry shortly" would be untrue: say what it is.
+		 */
+		if (RecoveryInProgress())
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("batpak events cannot be read on a standby server"),
+					 errdetail("The segment files and the writer's index exist on the primary only."),
+					 errhint("Read from the primary.")));
 		ereport(ERROR,
 				(errcode(ERRCODE_BATPAK_WRITER_UNAVAILABLE),
 				 errmsg("batpak writer is not ready (state: %s)",
