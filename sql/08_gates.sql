@@ -137,6 +137,20 @@ SELECT entity_sequence FROM batpak.append('go-1', 'shop', 'order.placed', '{"tot
 SELECT try($$SELECT batpak.append('go-1', 'shop', 'order.placed', '{"total": 901}', '[1]')$$);
 RESET batpak.gate_bypass_reason;
 SELECT entity_sequence, metadata FROM batpak.read_stream('go-1', 3);
+-- only with SET / SET LOCAL in a session: not for the server, a role, a
+-- database or a function (each would otherwise be ignored, with a
+-- complaint in the log, at every start or login)
+\set VERBOSITY sqlstate
+ALTER SYSTEM SET batpak.gate_bypass_reason = 'always';
+\set VERBOSITY default
+ALTER SYSTEM SET batpak.gate_bypass_reason = 'always';
+SELECT count(*) AS in_auto_conf FROM pg_file_settings WHERE name = 'batpak.gate_bypass_reason';
+SELECT try($$ALTER ROLE CURRENT_USER SET batpak.gate_bypass_reason = 'always'$$);
+SELECT try(format('ALTER DATABASE %I SET batpak.gate_bypass_reason = %L', current_database(), 'always'));
+SELECT try($$CREATE FUNCTION bypass_fn() RETURNS int LANGUAGE sql
+             SET batpak.gate_bypass_reason = 'always' AS 'SELECT 1'$$);
+SELECT count(*) AS role_db_settings FROM pg_db_role_setting
+ WHERE array_to_string(setconfig, ',') LIKE '%gate_bypass%';
 
 CREATE ROLE batpak_admin NOLOGIN;
 CREATE ROLE gate_admin_user NOLOGIN IN ROLE batpak_admin;

@@ -907,9 +907,15 @@ batpak_gate_bypass_check(char **newval, void **extra, GucSource source)
 	/* a parallel worker takes the leader's settings as they are */
 	if (InitializingParallelWorker)
 		return true;
-	if (!IsTransactionState() || !OidIsValid(GetUserId()))
+	/*
+	 * Only SET and SET LOCAL (PGC_S_SESSION, also a function's SET clause
+	 * when it runs).  ALTER SYSTEM (validated as PGC_S_FILE) and ALTER ROLE
+	 * / DATABASE ... SET (PGC_S_TEST) used to be accepted and then ignored,
+	 * with a complaint, at every start or login: refuse them when issued.
+	 */
+	if (source != PGC_S_SESSION || !IsTransactionState() || !OidIsValid(GetUserId()))
 	{
-		GUC_check_errcode(ERRCODE_INSUFFICIENT_PRIVILEGE);
+		GUC_check_errcode(ERRCODE_CANT_CHANGE_RUNTIME_PARAM);
 		GUC_check_errmsg("batpak.gate_bypass_reason can only be set with SET inside a session");
 		return false;
 	}
