@@ -164,6 +164,13 @@ BEGIN
             USING ERRCODE = '22023',
                   DETAIL = 'A gate name is non-empty text of at most 255 bytes without control characters.';
     END IF;
+    -- created_by says whether a superuser vouched for the gate (the owner
+    -- rule below, and batpak_gate_call at every run): nobody else may put
+    -- another role's name there (a restore run by a superuser keeps the
+    -- dumped name; one run by anyone else records the restorer)
+    IF NOT coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user), false) THEN
+        NEW.created_by := current_user;
+    END IF;
     fn := pg_catalog.to_regprocedure(NEW.check_function);
     IF fn IS NULL THEN
         RAISE EXCEPTION 'function % does not exist', NEW.check_function USING ERRCODE = '42883';

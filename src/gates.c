@@ -908,14 +908,23 @@ batpak_gate_bypass_check(char **newval, void **extra, GucSource source)
 	if (InitializingParallelWorker)
 		return true;
 	/*
-	 * Only SET and SET LOCAL (PGC_S_SESSION, also a function's SET clause
-	 * when it runs).  ALTER SYSTEM (validated as PGC_S_FILE) and ALTER ROLE
-	 * / DATABASE ... SET (PGC_S_TEST) used to be accepted and then ignored,
-	 * with a complaint, at every start or login: refuse them when issued.
+	 * Not for the whole server: the configuration file is read outside any
+	 * transaction, where the role cannot be checked, so a reason there was
+	 * ignored (with a complaint) at every start and reload; ALTER SYSTEM,
+	 * validated as PGC_S_FILE inside a session, used to accept one anyway.
+	 * A role's or database's setting and PGOPTIONS are applied at login
+	 * inside the start-up transaction, checked against the role logging in.
 	 */
-	if (source != PGC_S_SESSION || !IsTransactionState() || !OidIsValid(GetUserId()))
+	if (source == PGC_S_FILE)
 	{
 		GUC_check_errcode(ERRCODE_CANT_CHANGE_RUNTIME_PARAM);
+		GUC_check_errmsg("batpak.gate_bypass_reason cannot be set for the whole server");
+		GUC_check_errhint("Set it in the session that needs it: SET LOCAL batpak.gate_bypass_reason = '...'.");
+		return false;
+	}
+	if (!IsTransactionState() || !OidIsValid(GetUserId()))
+	{
+		GUC_check_errcode(ERRCODE_INSUFFICIENT_PRIVILEGE);
 		GUC_check_errmsg("batpak.gate_bypass_reason can only be set with SET inside a session");
 		return false;
 	}
