@@ -432,6 +432,7 @@ extern BatpakControl *BatpakCtl;
 extern void batpak_shmem_request(void);
 extern void batpak_shmem_startup(void);
 extern void batpak_check_loaded(void);
+extern void batpak_check_not_standby(void);
 extern BatpakIndex *batpak_attach_index(bool require_ready);
 extern BatpakIndex *batpak_read_snapshot(uint64 *frontier, uint64 *published);
 extern BatpakIndex *batpak_read_snapshot_ex(uint64 *frontier, uint64 *published,

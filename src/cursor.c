@@ -429,6 +429,8 @@ batpak_cursor_wait(PG_FUNCTION_ARGS)
 					 errmsg("timeout_ms must not be negative")));
 		deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), PG_GETARG_INT32(1));
 	}
+	/* it would wait for a writer that never starts there, timeout after timeout */
+	batpak_check_not_standby();
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

@@ -145,8 +145,6 @@ batpak_notifier_main(Datum main_arg)
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
-	/* a query cancel must not stop the notifier either (see the writer) */
-	pqsignal(SIGINT, SIG_IGN);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(batpak_database, NULL, 0);
 	pgstat_report_appname("batpak notifier");
@@ -173,6 +171,17 @@ batpak_notifier_main(Datum main_arg)
 		int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
 
 		ResetLatch(MyLatch);
+
+		/*
+		 * A query cancel must not stop the notifier (pg_cancel_backend, or a
+		 * script cancelling everything in pg_stat_activity): here, between
+		 * notifications, there is nothing to cancel, and the ERROR it would
+		 * raise made the worker exit.  SIGINT keeps its handler, though: a
+		 * cancel during a NOTIFY transaction, and lock_timeout, which
+		 * PostgreSQL delivers the same way, still end that transaction
+		 * (notifier_send logs a WARNING and the next round retries).
+		 */
+		QueryCancelPending = false;
 		CHECK_FOR_INTERRUPTS();
 		if (ShutdownRequestPending)
 			proc_exit(1);		/* 1: restart me unless the server is stopping */

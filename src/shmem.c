@@ -239,6 +239,23 @@ batpak_detach_index(void)
 }
 
 /*
+ * On a hot standby the writer never starts (it waits for the end of
+ * recovery), so "not ready, retry shortly" would be untrue: say what it is.
+ * (Backends cannot connect during crash recovery, and a promoted standby is
+ * out of recovery, so this fires on standbys only.)
+ */
+void
+batpak_check_not_standby(void)
+{
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("batpak events cannot be read on a standby server"),
+				 errdetail("The segment files and the writer's index exist on the primary only."),
+				 errhint("Read from the primary.")));
+}
+
+/*
  * Return this backend's view of the current index, attaching (again) when
  * the writer has restarted since the last call.  With require_ready, a store
  * that is not serving raises the matching error; the writer must be ready
@@ -261,16 +278,7 @@ batpak_attach_index(bool require_ready)
 		if (!require_ready)
 			return NULL;
 
-		/*
-		 * On a hot standby the writer never starts (it waits for the end of
-		 * recovery), so "retry shortly" would be untrue: say what it is.
-		 */
-		if (RecoveryInProgress())
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("batpak events cannot be read on a standby server"),
-					 errdetail("The segment files and the writer's index exist on the primary only."),
-					 errhint("Read from the primary.")));
+		batpak_check_not_standby();
 		ereport(ERROR,
 				(errcode(ERRCODE_BATPAK_WRITER_UNAVAILABLE),
 				 errmsg("batpak writer is not ready (state: %s)",

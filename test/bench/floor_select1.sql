@@ -1,4 +1,4 @@
--- pgbench script: an empty statement, no write and no disk wait.  Its
+-- pgbench script: a statement that writes nothing and waits for no disk.  Its
 -- round trip is the floor under every one-statement-per-transaction
 -- workload on the machine: the latency no append or INSERT can go below
 -- (plus the disk's fdatasync), and at 32 clients the rate none can exceed.

@@ -36,7 +36,8 @@
 #   consumer-latency append → NOTIFY (10 listeners) and → cursor_wait
 #   writes           single-event appends at 1, 8, 32 and 64 clients, with
 #                    p50/p99 latency (batpak immediate and transactional),
-#                    and the floor: an empty statement at 1 and 32 clients
+#                    and the floor: a statement that writes nothing, at 1
+#                    and 32 clients
 #   tx-writes        one and ten events per transaction (one: against the
 #                    plain table's BEGIN; INSERT; COMMIT); a pending
 #                    transaction held open
@@ -1204,9 +1205,9 @@ lc() {
 	echo "$out"
 }
 
-# floor_cell CLIENTS: the empty statement's rate, with its p50/p99 at one
+# floor_cell CLIENTS: the no-write statement's rate, with its p50/p99 at one
 # client only: at 32 clients pgbench's log (its clock is read lazily, once
-# for several steps of a client) gives most empty statements 0 µs, so the
+# for several steps of a client) gives most such statements 0 µs, so the
 # percentiles would mean nothing there (p50 0, average 0.3 ms, seen here)
 floor_cell() {
 	if [[ $1 == 1 ]]; then lc w1.floor; else cell "w$1.floor.rate"; fi
@@ -1280,9 +1281,9 @@ report() {
 				r=$(calc 'l * 1000 / f' -v l="$(get w1.bp.p50)" -v f="$fs_us")
 				m="$(met "$r" '<=' 1.3) (p50 = $(printf '%.1f' "$r") fdatasyncs"
 				# the lowest p50 any durable statement can reach here:
-				# the empty statement's round trip plus one fdatasync
+				# the no-write statement's round trip plus one fdatasync
 				if [[ -n $(get w1.floor.p50) ]]; then
-					m="$m; the floor, an empty statement's round trip plus one fdatasync, is $(printf '%.1f' "$(calc '(l * 1000 + f) / f' -v l="$(get w1.floor.p50)" -v f="$fs_us")")"
+					m="$m; the floor, a no-write statement's round trip plus one fdatasync, is $(printf '%.1f' "$(calc '(l * 1000 + f) / f' -v l="$(get w1.floor.p50)" -v f="$fs_us")")"
 				fi
 				m="$m)"
 			fi
@@ -1294,7 +1295,7 @@ report() {
 			"$(lc "w$c.bp")" "$(lc "w$c.plain")" "$(lc "w$c.mdb")" "$(lc "w$c.pgq")" \
 			"$(rt "w$c.bp.rate" "w$c.plain.rate")" "$(rt "w$c.bp.rate" "w$c.mdb.rate")" "$(rt "w$c.bp.rate" "w$c.pgq.rate")" "$goal" "$m"
 		if [[ -n $(get "w$c.floor.rate") ]]; then
-			row "the floor at $c client$( ((c > 1)) && echo s), not a system: an empty statement with the same parameter (\`SELECT octet_length(\$1::text)\`), no write and no disk wait, in the same runs (statements/s; latency); batpak's immediate appends run at $(rt "w$c.bp.rate" "w$c.floor.rate") of its rate, the plain table's INSERT at $(rt "w$c.plain.rate" "w$c.floor.rate")" \
+			row "the floor at $c client$( ((c > 1)) && echo s), not a system: a statement that writes nothing and waits for no disk, with the same parameter (\`SELECT octet_length(\$1::text)\`), in the same runs (statements/s; latency); batpak's immediate appends run at $(rt "w$c.bp.rate" "w$c.floor.rate") of its rate, the plain table's INSERT at $(rt "w$c.plain.rate" "w$c.floor.rate")" \
 				"$(floor_cell "$c")" "—" "—" "—" "—" "—" "—" "—" "—"
 		fi
 		goal="—"; m="—"

@@ -230,6 +230,12 @@ check_consistent('C');
 # that still honoured the cancel would be gone by the time it returns.
 
 $w = writer_pid();
+# the notifier idle (nothing left to announce), so that the cancel reaches it
+# between notifications, which is what this part is about
+ok(deadline_loop(30,
+		sub { $node->safe_psql('postgres',
+				'SELECT notified_sequence = visible_sequence FROM batpak.stats') eq 't' }),
+	'E: the notifier has announced everything');
 my $notifier = $node->safe_psql('postgres',
 	q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'batpak notifier'});
 like($notifier, qr/^\d+$/, 'E: the notifier is in pg_stat_activity');

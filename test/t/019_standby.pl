@@ -3,7 +3,8 @@
 # batpak on a hot standby: the segment files and the writer's index exist on
 # the primary only (the writer waits for the end of recovery, which never
 # comes on a standby), so reads fail with 0A000 and a message that says so
-# instead of "writer is not ready ... retry shortly", appends fail as any
+# instead of "writer is not ready ... retry shortly" (cursor_wait too, which
+# would otherwise wait out its timeout again and again), appends fail as any
 # write on a standby does (25006), and the primary is unaffected.
 
 use strict;
@@ -28,6 +29,7 @@ is( $primary->safe_psql('postgres',
 		      FROM generate_series(1, 3) i))}),
 	'3', 'primary: three events appended');
 
+$primary->safe_psql('postgres', q{SELECT batpak.cursor_create('sb-cursor')});
 $primary->backup('sb');
 my $standby = PostgreSQL::Test::Cluster->new('standby_standby');
 $standby->init_from_backup($primary, 'sb', has_streaming => 1);
@@ -42,7 +44,8 @@ for my $read (
 	q{SELECT count(*) FROM batpak.read_stream('sb-1')},
 	q{SELECT count(*) FROM batpak.read_all()},
 	q{SELECT batpak.stream_version('sb-1')},
-	q{SELECT count(*) FROM batpak.verify_chain()})
+	q{SELECT count(*) FROM batpak.verify_chain()},
+	q{SELECT batpak.cursor_wait('sb-cursor', 100)})
 {
 	my ($state, $msg) = sql_error($standby, $read);
 	is($state // '', '0A000', "standby: $read fails with 0A000");
