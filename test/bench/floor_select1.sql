@@ -1,7 +1,8 @@
--- pgbench script: a statement that writes nothing and waits for no disk.  Its
--- round trip is the floor under every one-statement-per-transaction
--- workload on the machine: the latency no append or INSERT can go below
--- (plus the disk's fdatasync), and at 32 clients the rate none can exceed.
--- :payload is bound like the other scripts' so that the statements carry
--- the same parameter.
+-- pgbench script: a statement that writes nothing and waits for no disk.
+-- At 32 clients its rate is the ceiling of any one-statement-per-
+-- transaction workload on the machine.  At one client its latency shows
+-- what a round trip costs here (mostly waking an idle vCPU), but it is no
+-- floor to add an fdatasync to: an INSERT that waits for the disk has
+-- measured below that sum on this VM.  :payload is bound like the other
+-- scripts' so that the statements carry the same parameter.
 SELECT octet_length(:payload::text);
